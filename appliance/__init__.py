@@ -1,0 +1,3 @@
+"""notebook-appliance: a multi-user Jupyter notebook service for one Debian box."""
+
+__version__ = "0.1.0"

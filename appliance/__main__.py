@@ -1,0 +1,5 @@
+"""Allow `python3 -m appliance`."""
+
+from appliance.cli import main
+
+raise SystemExit(main())
