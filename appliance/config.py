@@ -1,0 +1,362 @@
+"""Configuration: one table of keys, defaults and help; load() validates it all at start-up."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+_UNSET = object()
+
+
+class _Bad(ValueError):
+    """A value failed its parser: says what was expected, optionally for which sub-key."""
+
+    def __init__(self, expected: str, *, subkey: str = "", got: Any = _UNSET):
+        super().__init__(expected)
+        self.expected, self.subkey, self.got = expected, subkey, got
+
+
+def _expect(ok: object, expected: str) -> None:
+    """Raise _Bad(expected) unless ok is true."""
+    if not ok:
+        raise _Bad(expected)
+
+
+def _is_int(value: object) -> bool:
+    """True for a TOML integer (TOML booleans are not integers here)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    """True for a finite TOML integer or float (TOML booleans are not numbers here)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# --- parsers: TOML value -> Python value, or _Bad ------------------------------------------
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)(?:([KMGT])(?:iB)?)?")
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?[dhms])+")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([dhms])")
+_DURATION_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+_NAME = re.compile(r"[^\s/:]+")  # user, group and PAM service names: no blanks, "/" or ":"
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# systemd.unit(5): unit name characters; in a slice name "-" separates hierarchy levels.
+_SLICE = re.compile(r"[\w:.\\]+(?:-[\w:.\\]+)*\.slice", re.ASCII)
+
+
+def parse_size(value: object) -> int:
+    """Bytes from an int or "512M", "1.5G", "2GiB" (K/M/G/T: powers of 1024, as systemd)."""
+    if isinstance(value, str) and (m := _SIZE.fullmatch(value)):
+        value = int(Fraction(m[1]) * _SIZE_UNITS[m[2] or ""])
+    _expect(_is_int(value) and value > 0, 'expected a size like "2G"')
+    return value
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or "30s", "15m", "8h", "14d", "1h30m"; must be > 0."""
+    if isinstance(value, str) and _DURATION.fullmatch(value):
+        value = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(value))
+    _expect(_is_number(value) and value > 0, 'expected a duration like "90s", "15m" or "1h30m"')
+    return float(value)
+
+
+def _check(ok: Callable[[Any], object], expected: str,
+           convert: Callable[[Any], Any] = lambda v: v) -> Callable[[object], Any]:
+    """Parser accepting the values for which ok(value) is true, then converting them."""
+    def parse(value: object) -> Any:
+        _expect(ok(value), expected)
+        return convert(value)
+    return parse
+
+
+def _int(lo: int, hi: float = math.inf, expected: str = "") -> Callable[[object], int]:
+    """Parser for an integer from lo to hi."""
+    default = f"expected an integer >= {lo}" if hi == math.inf else \
+        f"expected an integer from {lo} to {hi}"
+    return _check(lambda v: _is_int(v) and lo <= v <= hi, expected or default)
+
+
+def _name(what: str) -> Callable[[object], str]:
+    """Parser for a non-empty name without blanks, "/" or ":"."""
+    return _check(lambda v: isinstance(v, str) and _NAME.fullmatch(v), f"expected {what}")
+
+
+def _list(item: Callable[[object], str], expected: str, nonempty: bool = False
+          ) -> Callable[[object], tuple[str, ...]]:
+    """Parser for a list whose items all pass item, as a tuple."""
+    def parse(value: object) -> tuple[str, ...]:
+        _expect(isinstance(value, list) and (value or not nonempty), expected)
+        try:
+            return tuple(item(v) for v in value)
+        except _Bad:
+            raise _Bad(expected) from None
+    return parse
+
+
+def _ip(value: object) -> str:
+    """An IPv4 or IPv6 address, kept as the string given."""
+    try:
+        ipaddress.ip_address(value if isinstance(value, str) else None)
+    except ValueError:
+        raise _Bad('expected an IP address like "0.0.0.0" or "::"') from None
+    return value
+
+
+_string = _check(lambda v: isinstance(v, str), "expected a string")
+_bool = _check(lambda v: isinstance(v, bool), "expected true or false")
+_cores = _check(lambda v: _is_number(v) and v > 0, "expected a number of cores > 0 like 1.5", float)
+_abs_path = _check(lambda v: isinstance(v, str) and v.startswith("/"), "expected an absolute path",
+                   Path)
+_opt_path = _check(lambda v: isinstance(v, str) and (v == "" or v.startswith("/")),
+                   'expected an absolute path or ""', lambda v: Path(v) if v else None)
+_slice = _check(lambda v: isinstance(v, str) and len(v) <= 255 and _SLICE.fullmatch(v),
+                'expected a slice unit name like "notebook-appliance.slice"')
+_groups = _list(_name("a group name"), "expected a list of group names")
+_users = _list(_name("a user name"), "expected a list of user names")
+_argv = _list(_string, "expected a non-empty list of strings", nonempty=True)
+_url_path = _check(lambda v: isinstance(v, str) and re.fullmatch(r"/\S*", v),
+                   'expected a URL path starting with "/"')
+
+
+def _environment(value: object) -> tuple[tuple[str, str], ...]:
+    """A table of environment variables, as sorted (name, value) pairs."""
+    _expect(isinstance(value, dict), 'expected a table like { LANG = "C.UTF-8" }')
+    for key, val in value.items():
+        if not _ENV_NAME.fullmatch(key):
+            raise _Bad("expected a variable name of letters, digits and _ not starting with a "
+                       "digit", subkey=_toml_key(key), got=key)
+        if not isinstance(val, str):
+            raise _Bad("expected a string", subkey=_toml_key(key), got=val)
+    return tuple(sorted(value.items()))
+
+
+# --- the single table: each field carries its TOML default, parser and help line ----------
+
+def _opt(default: object, parse: Callable[[object], Any], help: str) -> Any:
+    """A config key: TOML default, parser to the Python value, one-line help."""
+    return field(metadata={"default": default, "parse": parse, "help": help})
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    """The web front door: where the hub listens and keeps its state."""
+
+    listen: str = _opt("0.0.0.0", _ip,
+        'Address the hub binds to: an IPv4 or IPv6 address ("::" for all).')
+    port: int = _opt(8000, _int(1, 65535),
+        "TCP port the hub listens on.")
+    state_dir: Path = _opt("/var/lib/notebook-appliance", _abs_path,
+        "Directory for the hub's persistent state (absolute path).")
+    runtime_dir: Path = _opt("/run/notebook-appliance", _abs_path,
+        "Directory below which each server's socket directory lives.")
+    session_max_age: float = _opt("14d", parse_duration,
+        "How long a login session lasts before logging in again.")
+    ssl_cert: Path | None = _opt("", _opt_path,
+        'PEM certificate file for HTTPS; "" serves plain HTTP.')
+    ssl_key: Path | None = _opt("", _opt_path,
+        "PEM private key for ssl_cert; set both or neither.")
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Who may log in (PAM) and who is an administrator."""
+
+    pam_service: str = _opt("notebook-appliance", _name("a PAM service name"),
+        "PAM service (file in /etc/pam.d) used to check passwords.")
+    min_uid: int = _opt(1000, _int(1, 2**32 - 2, "expected a uid >= 1 (0 would let root log in)"),
+        "Accounts with a lower uid (root, system accounts) can never log in.")
+    allowed_groups: tuple[str, ...] = _opt([], _groups,
+        "Unix groups allowed to log in; [] allows every account.")
+    admin_group: str = _opt("notebook-admins", _string,
+        'Members of this Unix group are administrators; "" for none.')
+    admin_users: tuple[str, ...] = _opt([], _users,
+        "User names that are administrators too.")
+    pam_threads: int = _opt(4, _int(1, 64),
+        "Threads checking passwords with PAM at once.")
+
+
+@dataclass(frozen=True)
+class SpawnerConfig:
+    """How each user's notebook server is started as a transient systemd unit."""
+
+    command: tuple[str, ...] = _opt(["jupyter-notebook"], _argv,
+        'Notebook server command line, e.g. ["python3", "-m", "jupyter_server"].')
+    start_timeout: float = _opt("120s", parse_duration,
+        "How long a server may take to answer before it counts as failed.")
+    stop_timeout: float = _opt("30s", parse_duration,
+        "How long a server may take to stop before it is killed.")
+    slice: str = _opt("notebook-appliance.slice", _slice,
+        "systemd slice that holds every user's server unit.")
+    hardening: bool = _opt(True, _bool,
+        "Sandbox each server unit (ProtectSystem=, PrivateTmp=, ...).")
+    default_url: str = _opt("/tree", _url_path,
+        "Page inside the user's server the browser opens first.")
+    environment: tuple[tuple[str, str], ...] = _opt({}, _environment,
+        'Extra environment for every server, e.g. { LANG = "C.UTF-8" }.')
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Resources each user's server may use (systemd.resource-control(5))."""
+
+    memory: int = _opt("1G", parse_size,
+        'MemoryMax= per server: "512M", "1.5G" (K/M/G/T are powers of 1024).')
+    cpu: float = _opt(1.0, _cores,
+        "CPU cores per server (CPUQuota=, 100% per core).")
+    tasks: int = _opt(512, _int(16),
+        "TasksMax= per server: processes and threads.")
+
+
+SECTIONS: dict[str, type] = {
+    "hub": HubConfig, "auth": AuthConfig, "spawner": SpawnerConfig, "limits": LimitsConfig}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole validated configuration; source is the file it came from ("" for defaults)."""
+
+    hub: HubConfig
+    auth: AuthConfig
+    spawner: SpawnerConfig
+    limits: LimitsConfig
+    source: str = ""
+
+
+# --- loading ------------------------------------------------------------------------------
+
+def load(path: Path | str) -> Config:
+    """Read and validate a TOML config file; raise ConfigError naming the file and key."""
+    src = str(path)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{src}: no such file") from None
+    except OSError as e:
+        raise ConfigError(f"{src}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{src}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{src}: invalid TOML: {e}") from None
+    return _build(data, src)
+
+
+def defaults() -> Config:
+    """The configuration with every key at its default."""
+    return _build({}, "")
+
+
+def _build(data: dict[str, Any], src: str) -> Config:
+    """Validate parsed TOML into a Config."""
+    _reject_unknown(data, SECTIONS, src, "")
+    sections = {}
+    for name, cls in SECTIONS.items():
+        table = data.get(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{src}: {name}: expected a table [{name}], got {_toml(table)}")
+        sections[name] = _section(cls, name, table, src)
+    config = Config(**sections, source=src)
+    _check_tls(config.hub, src)
+    return config
+
+
+def _section(cls: type, name: str, table: dict[str, Any], src: str) -> Any:
+    """Parse one [section] table into its dataclass."""
+    specs = {f.name: f.metadata for f in fields(cls)}
+    _reject_unknown(table, specs, src, f"{name}.")
+    values = {}
+    for key, meta in specs.items():
+        value = table.get(key, meta["default"])
+        try:
+            values[key] = meta["parse"](value)
+        except _Bad as bad:
+            got = value if bad.got is _UNSET else bad.got
+            dotted = f"{name}.{key}" + (f".{bad.subkey}" if bad.subkey else "")
+            raise ConfigError(f"{src}: {dotted}: {bad.expected}, got {_toml(got)}") from None
+    return cls(**values)
+
+
+def _reject_unknown(table: dict[str, Any], known: dict[str, Any], src: str, prefix: str) -> None:
+    """Raise ConfigError for the first key of table that is not in known."""
+    for key in table:
+        if key not in known:
+            what = "section" if not prefix else "key"
+            raise ConfigError(f"{src}: {prefix}{_toml_key(key)}: unknown {what}, "
+                              f"expected one of: {', '.join(known)}")
+
+
+def _check_tls(hub: HubConfig, src: str) -> None:
+    """Both ssl_cert and ssl_key, or neither."""
+    if bool(hub.ssl_cert) != bool(hub.ssl_key):
+        missing, present = ("ssl_key", "ssl_cert") if hub.ssl_cert else ("ssl_cert", "ssl_key")
+        raise ConfigError(f'{src}: hub.{missing}: expected a path because hub.{present} is set, '
+                          f'got ""')
+
+
+# --- writing and display -------------------------------------------------------------------
+
+_HEADER = """\
+# notebook-appliance configuration, read once when the service starts.
+# Every key is listed with its default value; edit a line to change it.
+# Sizes: "512M", "1.5G" (K, M, G, T are powers of 1024). Durations: "90s", "15m", "1h30m", "14d".
+# A bad value or an unknown key stops the service with a message naming it."""
+
+
+def generate() -> str:
+    """TOML text with every key at its default, each under a one-line comment."""
+    lines = [_HEADER]
+    for name, cls in SECTIONS.items():
+        lines += ["", f"# {cls.__doc__}", f"[{name}]"]
+        for f in fields(cls):
+            lines += [f"# {f.metadata['help']}", f"{f.name} = {_toml(f.metadata['default'])}"]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_key(key: str) -> str:
+    """A TOML key, quoted unless bare."""
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+def _toml(value: object) -> str:
+    """A value written as TOML (also used to show bad values in error messages)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_toml, value)) + "]"
+    if isinstance(value, dict):
+        items = ", ".join(f"{_toml_key(k)} = {_toml(v)}" for k, v in value.items())
+        return "{ " + items + " }" if items else "{}"
+    return repr(value) if isinstance(value, int | float) else str(value)
+
+
+def format_size(n: int) -> str:
+    """Bytes for display: 1073741824 -> "1 GiB", 1610612736 -> "1.5 GiB"."""
+    for unit, factor in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= factor:
+            return f"{round(n / factor, 1):g} {unit}"
+    return f"{n} B"
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds in the config's notation: 5400 -> "1h30m", 1209600 -> "14d"."""
+    parts, rest = [], seconds
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        count, rest = divmod(rest, size)
+        if count:
+            parts.append(f"{int(count)}{unit}")
+    if rest or not parts:
+        parts.append(f"{rest:g}s")
+    return "".join(parts)
