@@ -1,0 +1,173 @@
+"""The REST API under /hub/api/, shaped like JupyterHub's so existing tools work.
+
+Field names and status codes follow JupyterHub's REST API (docs: reference/rest-api).
+"""
+
+import asyncio
+import json
+import logging
+from datetime import datetime, timezone
+
+from aiohttp import web
+
+from appliance import __version__
+from appliance.errors import Forbidden, NotAuthenticated, NotFound
+from appliance.identity import Identity, check_xsrf
+from appliance.spawner import Server
+from appliance.units import Owner
+
+log = logging.getLogger(__name__)
+
+#: The JupyterHub REST API level we implement; clients compare against it.
+JUPYTERHUB_API_VERSION = "4.0.0"
+#: How long POST/DELETE wait before answering 202 (JupyterHub's slow_spawn_timeout).
+SLOW_TIMEOUT = 10.0
+
+
+def setup(app: web.Application) -> None:
+    """Register the API routes."""
+    r = app.router
+    r.add_get("/hub/api", get_info)
+    r.add_get("/hub/api/", get_info)
+    r.add_get("/hub/api/user", get_self)
+    r.add_get("/hub/api/users", get_users)
+    r.add_get("/hub/api/users/{name}", get_user)
+    r.add_post("/hub/api/users/{name}/server", start_server)
+    r.add_delete("/hub/api/users/{name}/server", stop_server)
+    r.add_get("/hub/api/users/{name}/server/progress", progress)
+
+
+def isoformat(ts: float | None) -> str | None:
+    """JupyterHub's timestamps: ISO 8601 in UTC with a Z."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def server_model(server: Server) -> dict:
+    """One entry of a user's `servers`."""
+    return {
+        "name": server.name, "ready": server.ready, "pending": server.pending,
+        "url": server.url, "started": isoformat(server.started),
+        "last_activity": isoformat(server.last_activity),
+        "progress_url": f"/hub/api/users/{server.user}/server/progress",
+        "state": {"unit": server.unit}, "stopped_reason": server.message or None,
+    }
+
+
+def user_model(record, server: Server | None) -> dict:
+    """JupyterHub's user model."""
+    active = server is not None and server.state != "stopped"
+    return {
+        "kind": "user", "name": record.name, "admin": record.admin, "groups": [],
+        "server": server.url if server is not None and server.ready else None,
+        "pending": server.pending if server is not None else None,
+        "created": isoformat(record.created),
+        "last_activity": isoformat(max(filter(None, [
+            record.last_activity, server.last_activity if server else None]), default=None)),
+        "servers": {"": server_model(server)} if active else {},
+    }
+
+
+async def require_identity(request: web.Request) -> Identity:
+    """The caller; cookie callers must also pass the CSRF check on writes."""
+    identity = await request.app["identities"].of_request(request)
+    if identity is None:
+        raise NotAuthenticated("no valid token or session", user_message="Authentication "
+                               "required: send 'Authorization: token <your API token>'.")
+    if identity.via == "cookie" and request.method not in ("GET", "HEAD"):
+        check_xsrf(request, request.headers.get("X-XSRFToken"))
+    return identity
+
+
+async def require_access(request: web.Request) -> tuple[Identity, str]:
+    """The caller and the user named in the URL; only that user or an admin may go on."""
+    identity = await require_identity(request)
+    name = request.match_info["name"]
+    if identity.name != name and not identity.admin:
+        raise Forbidden(f"{identity.name} may not act on {name}",
+                        user_message=f"You may not act on {name}.")
+    return identity, name
+
+
+async def get_info(request: web.Request) -> web.Response:
+    """GET /hub/api/: the version (no authentication, as JupyterHub)."""
+    return web.json_response({"version": JUPYTERHUB_API_VERSION, "appliance": __version__})
+
+
+async def get_self(request: web.Request) -> web.Response:
+    """GET /hub/api/user: the caller's own model."""
+    identity = await require_identity(request)
+    return web.json_response(await _model_of(request, identity.name))
+
+
+async def get_users(request: web.Request) -> web.Response:
+    """GET /hub/api/users: every user (admins only)."""
+    identity = await require_identity(request)
+    if not identity.admin:
+        raise Forbidden(f"{identity.name} is not an admin", user_message="Admins only.")
+    spawner = request.app["spawner"]
+    records = await request.app["store"].list_users()
+    return web.json_response([user_model(r, spawner.servers.get(r.name)) for r in records])
+
+
+async def get_user(request: web.Request) -> web.Response:
+    """GET /hub/api/users/{name}."""
+    _, name = await require_access(request)
+    return web.json_response(await _model_of(request, name))
+
+
+async def _model_of(request: web.Request, name: str) -> dict:
+    record = await request.app["store"].get_user(name)
+    if record is None:
+        raise NotFound(f"no user {name}", user_message=f"No user named {name}.")
+    return user_model(record, request.app["spawner"].servers.get(name))
+
+
+async def owner_of(request: web.Request, name: str) -> Owner:
+    """The OS account a server will run as, re-checked against the policy now."""
+    account = await request.app["auth"].account(name)
+    await request.app["store"].ensure_user(account.name, account.admin)
+    return Owner(account.name, account.uid, account.gid, account.home, account.shell)
+
+
+async def start_server(request: web.Request) -> web.Response:
+    """POST /hub/api/users/{name}/server: 201 when ready within SLOW_TIMEOUT, else 202."""
+    _, name = await require_access(request)
+    spawner = request.app["spawner"]
+    server = await spawner.start(await owner_of(request, name))
+    ready = await spawner.wait_ready(server, SLOW_TIMEOUT)
+    if not ready and server.state == "stopped":
+        return web.json_response({"status": 500, "message": server.message}, status=500)
+    return web.json_response(server_model(server), status=201 if ready else 202)
+
+
+async def stop_server(request: web.Request) -> web.Response:
+    """DELETE /hub/api/users/{name}/server: 204 when stopped, 202 while still stopping."""
+    _, name = await require_access(request)
+    task = asyncio.ensure_future(request.app["spawner"].stop(name))
+    done, _ = await asyncio.wait({task}, timeout=SLOW_TIMEOUT)
+    if task in done:
+        task.result()
+        return web.Response(status=204)
+    return web.Response(status=202)
+
+
+async def progress(request: web.Request) -> web.StreamResponse:
+    """GET .../server/progress: server-sent events until ready or failed."""
+    _, name = await require_access(request)
+    spawner = request.app["spawner"]
+    server = spawner.get(name)
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                           "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    if server.ready and not server.events:
+        await _send_event(response, {"progress": 100, "ready": True, "url": server.url,
+                                     "message": f"Server ready at {server.url}"})
+    async for event in spawner.progress(server):
+        await _send_event(response, event)
+    return response
+
+
+async def _send_event(response: web.StreamResponse, event: dict) -> None:
+    await response.write(f"data: {json.dumps(event)}\n\n".encode())

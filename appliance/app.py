@@ -1,0 +1,125 @@
+"""The aiohttp application: its parts on app[...], their start-up and clean-up, and routes.
+
+No globals (aiohttp's "No Singletons Please"): everything a handler needs hangs off the app.
+Errors become HTTP responses in one place, error_middleware.
+"""
+
+import asyncio
+import logging
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+from aiohttp import web
+
+from appliance import api, pages, userproxy
+from appliance.auth import Authenticator
+from appliance.config import Config
+from appliance.errors import ApplianceError, ConfigError
+from appliance.identity import Identities
+from appliance.spawner import Spawner
+from appliance.store import Store
+from appliance.systemd import Systemd
+
+log = logging.getLogger(__name__)
+
+
+def build_app(cfg: Config) -> web.Application:
+    """An application wired for cfg; parts start in cleanup contexts, in order."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=1024**2)
+    app["config"] = cfg
+    app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_auth_ctx)
+    app.cleanup_ctx.append(_spawner_ctx)
+    pages.setup(app)
+    api.setup(app)
+    userproxy.setup(app)
+    return app
+
+
+async def _store_ctx(app: web.Application):
+    cfg = app["config"]
+    store = Store(cfg.hub.state_dir / "appliance.sqlite")
+    await store.open()
+    app["store"] = store
+    yield
+    await store.close()
+
+
+async def _auth_ctx(app: web.Application):
+    cfg = app["config"]
+    app["auth"] = auth = Authenticator(cfg.auth)
+    app["identities"] = Identities(app["store"], auth, cfg.hub.session_max_age)
+    yield
+    auth.close()
+
+
+async def _spawner_ctx(app: web.Application):
+    cfg = app["config"]
+    systemd = Systemd()
+    await systemd.connect()
+    loop = asyncio.get_running_loop()
+    secret = await loop.run_in_executor(None, load_secret, cfg.hub.state_dir / "hub-secret")
+    argv = resolve_command(cfg)
+    app["spawner"] = spawner = Spawner(cfg, systemd, app["store"], secret, argv)
+    await spawner.reconcile()
+    yield
+    await spawner.close()
+    await systemd.close()
+
+
+def resolve_command(cfg: Config) -> list[str]:
+    """The notebook command with its program made absolute; ConfigError if not installed."""
+    argv = list(cfg.spawner.command)
+    program = shutil.which(argv[0], path="/usr/local/bin:/usr/bin:/bin")
+    if program is None:
+        raise ConfigError(f"{cfg.source or 'defaults'}: spawner.command: {argv[0]!r} is not "
+                          "an installed program (apt install jupyter-notebook?)")
+    return [program] + argv[1:]
+
+
+def load_secret(path: Path) -> bytes:
+    """The hub's own secret (server tokens derive from it), created 0600 on first start."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        return path.read_bytes()
+    with os.fdopen(fd, "wb") as f:
+        f.write(secrets.token_bytes(32))
+    return path.read_bytes()
+
+
+def wants_json(request: web.Request) -> bool:
+    """True for API clients: /hub/api/ paths, tokens, or no HTML in Accept."""
+    if request.path.startswith("/hub/api"):
+        return True
+    if request.headers.get("Authorization"):
+        return True
+    return "text/html" not in request.headers.get("Accept", "text/html")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler):
+    """Turn typed errors into JSON for API clients or a kind page for browsers."""
+    try:
+        return await handler(request)
+    except ApplianceError as e:
+        if e.status >= 500:
+            log.warning("%s %s: %s", request.method, request.path, e)
+        return error_response(request, e.status, e.user_message)
+    except (web.HTTPException, asyncio.CancelledError):
+        raise
+    except Exception:
+        log.exception("unexpected error in %s %s", request.method, request.path)
+        return error_response(request, 500, "Something went wrong in the hub. The "
+                              "administrator can find details in journalctl -u "
+                              "notebook-appliance.")
+
+
+def error_response(request: web.Request, status: int, message: str) -> web.Response:
+    """A JupyterHub-shaped JSON error, or the HTML error page."""
+    if wants_json(request):
+        return web.json_response({"status": status, "message": message}, status=status)
+    return pages.render(request, "error.html", status=status, code=status, message=message)

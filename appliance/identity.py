@@ -1,0 +1,111 @@
+"""Who is making a request: session cookies, API tokens and the CSRF check.
+
+Lookups are cached briefly so relaying a request through the proxy costs no sqlite or NSS
+round trip; a logout drops its cache entry at once, other changes apply within CACHE_SECONDS.
+"""
+
+import hmac
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from appliance.auth import Authenticator
+from appliance.errors import BadRequest, NotFound
+from appliance.store import Store, hash_secret
+
+log = logging.getLogger(__name__)
+
+SESSION_COOKIE = "appliance-session"
+XSRF_COOKIE = "appliance-xsrf"
+#: Cookies that belong to the hub and are never relayed to (or settable by) user servers.
+HUB_COOKIES = frozenset({SESSION_COOKIE, XSRF_COOKIE})
+CACHE_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An authenticated request's user."""
+
+    name: str
+    admin: bool
+    via: str  # "cookie" or "token"
+
+
+class Identities:
+    """Resolves requests to identities, with a short-lived cache."""
+
+    def __init__(self, store: Store, auth: Authenticator, session_max_age: float):
+        self.store = store
+        self.auth = auth
+        self.session_max_age = session_max_age
+        self._cache: dict[str, tuple[float, Identity | None]] = {}
+
+    async def of_request(self, request: web.Request) -> Identity | None:
+        """The identity behind a request's token or session cookie, or None (anonymous)."""
+        token = bearer_token(request)
+        if token:
+            return await self._cached("token", token)
+        cookie = request.cookies.get(SESSION_COOKIE)
+        return await self._cached("cookie", cookie) if cookie else None
+
+    async def _cached(self, via: str, secret: str) -> Identity | None:
+        key = hash_secret(secret)
+        hit = self._cache.get(key)
+        if hit and hit[0] > time.monotonic():
+            return hit[1]
+        identity = await self._lookup(via, secret)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key] = (time.monotonic() + CACHE_SECONDS, identity)
+        return identity
+
+    async def _lookup(self, via: str, secret: str) -> Identity | None:
+        """Ask the store who owns the secret, then re-check the account policy."""
+        lookup = self.store.token_user if via == "token" else self.store.session_user
+        name = await lookup(secret)
+        if name is None:
+            return None
+        try:
+            account = await self.auth.account(name)
+        except NotFound as e:
+            log.info("user=%s credentials refused: %s", name, e)
+            return None
+        return Identity(account.name, account.admin, via)
+
+    async def start_session(self, name: str) -> str:
+        """Create a session; returns the cookie value."""
+        return await self.store.create_session(name, self.session_max_age)
+
+    async def end_session(self, secret: str) -> None:
+        """Logout: delete the session and forget it in the cache."""
+        self._cache.pop(hash_secret(secret), None)
+        await self.store.delete_session(secret)
+
+
+def bearer_token(request: web.Request) -> str:
+    """The token of `Authorization: token X` or `bearer X`, or ''."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return value.strip() if scheme.lower() in ("token", "bearer") else ""
+
+
+def xsrf_token(request: web.Request) -> str:
+    """The request's CSRF token (from its cookie), or a new one to set."""
+    return request.cookies.get(XSRF_COOKIE) or secrets.token_urlsafe(24)
+
+
+def check_xsrf(request: web.Request, submitted: str | None) -> None:
+    """Double-submit check: the form field or header must equal the CSRF cookie."""
+    cookie = request.cookies.get(XSRF_COOKIE, "")
+    if not cookie or not submitted or not hmac.compare_digest(cookie, submitted):
+        raise BadRequest("CSRF check failed",
+                         user_message="This form has expired. Please go back and try again.")
+
+
+def set_cookie(response: web.StreamResponse, request: web.Request, name: str, value: str,
+               *, max_age: float | None = None, httponly: bool = True) -> None:
+    """Set a hub cookie: HttpOnly, SameSite=Lax, Secure under TLS."""
+    response.set_cookie(name, value, path="/", httponly=httponly, samesite="Lax",
+                        secure=request.secure, max_age=int(max_age) if max_age else None)

@@ -1,0 +1,348 @@
+"""Each user's notebook server: start, watch, stop and adopt it as a transient systemd unit.
+
+Lifecycle and bookkeeping live here; the unit's shape is in units.py and the bus in systemd.py.
+A server is ready when it answers HTTP on its socket, not when the unit turns active.
+"""
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from appliance import units
+from appliance.config import Config, format_size
+from appliance.errors import Conflict, SpawnError, SystemdError
+from appliance.proxy import Upstream
+from appliance.store import ServerRecord, Store
+from appliance.systemd import Systemd
+
+log = logging.getLogger(__name__)
+
+STOPPED, STARTING, RUNNING, STOPPING = "stopped", "starting", "running", "stopping"
+PROBE_INTERVAL = 0.02
+
+
+@dataclass(eq=False)
+class Server:
+    """One user's (default) server as the hub sees it right now."""
+
+    user: str
+    name: str
+    unit: str
+    paths: units.ServerPaths
+    url: str
+    state: str = STOPPED
+    started: float | None = None
+    last_activity: float | None = None
+    message: str = ""
+    token: str = ""
+    upstream: Upstream | None = None
+    events: list[dict] = field(default_factory=list)
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    task: asyncio.Task | None = None
+
+    @property
+    def ready(self) -> bool:
+        """True when the server answers and requests can be relayed."""
+        return self.state == RUNNING
+
+    @property
+    def pending(self) -> str | None:
+        """JupyterHub's pending field: 'spawn', 'stop' or None."""
+        return {STARTING: "spawn", STOPPING: "stop"}.get(self.state)
+
+    def record(self) -> ServerRecord:
+        """The row the store keeps."""
+        return ServerRecord(self.user, self.name, self.unit, str(self.paths.socket), self.state,
+                            self.started, self.last_activity, self.message)
+
+
+class Spawner:
+    """All servers of the hub, keyed by user name."""
+
+    def __init__(self, cfg: Config, systemd: Systemd, store: Store, secret: bytes,
+                 argv: list[str]):
+        self.cfg = cfg
+        self.systemd = systemd
+        self.store = store
+        self.argv = argv + [f"--config={units.JUPYTER_CONFIG}"]
+        self._secret = secret
+        self.servers: dict[str, Server] = {}
+
+    def get(self, user: str) -> Server:
+        """The user's server object (stopped if never started)."""
+        if user not in self.servers:
+            paths = units.ServerPaths.for_user(self.cfg.hub.runtime_dir, user)
+            self.servers[user] = Server(user, "", units.unit_name(user), paths,
+                                        units.base_url(user))
+        return self.servers[user]
+
+    def running(self) -> list[Server]:
+        """Servers that are ready."""
+        return [s for s in self.servers.values() if s.ready]
+
+    # -- start -------------------------------------------------------------------------------
+
+    async def start(self, owner: units.Owner) -> Server:
+        """Begin starting the owner's server in the background; Conflict if not stopped."""
+        server = self.get(owner.name)
+        if server.state != STOPPED:
+            raise Conflict(f"{owner.name}'s server is already {server.state}",
+                           user_message=f"Your server is already {server.state}.")
+        server.state, server.message, server.events = STARTING, "", []
+        server.started = time.time()
+        server.token = self._server_token(server)
+        await self._emit(server, 0, "Server requested")
+        server.task = asyncio.create_task(self._spawn(server, owner), name=f"spawn-{owner.name}")
+        return server
+
+    async def wait_ready(self, server: Server, timeout: float) -> bool:
+        """Wait up to timeout for a pending spawn; True if the server is ready."""
+        if server.task is not None:
+            await asyncio.wait({server.task}, timeout=timeout)
+        return server.ready
+
+    async def _spawn(self, server: Server, owner: units.Owner) -> None:
+        """The spawn itself; any failure stops the unit and is told to the user."""
+        try:
+            await self._launch(server, owner)
+            await self._wait_answering(server)
+        except (SpawnError, SystemdError, OSError, asyncio.TimeoutError) as e:
+            await self._spawn_failed(server, e)
+            return
+        server.upstream = Upstream(str(server.paths.socket), server.token)
+        server.last_activity = time.time()
+        await self._set_state(server, RUNNING)
+        log.info("user=%s server ready in %.2fs (%s)", server.user,
+                 time.time() - server.started, server.unit)
+        await self._emit(server, 100, f"Server ready at {server.url}", ready=True,
+                         url=server.url)
+
+    async def _launch(self, server: Server, owner: units.Owner) -> None:
+        """Prepare the private directory, then StartTransientUnit."""
+        await self._in_thread(prepare_directory, server.paths, owner.uid, owner.gid,
+                              server.token)
+        props = units.unit_properties(self.cfg, owner, server.paths, self.argv, server.url)
+        await self._emit(server, 20, "Starting the server as a systemd unit")
+        await self.systemd.reset_failed(server.unit)
+        self.systemd.watch(server.unit, self._on_unit_change)
+        await self.systemd.start_transient(server.unit, props)
+        await self._emit(server, 50, "Server process running, waiting for Jupyter to answer")
+        log.info("user=%s started %s", server.user, server.unit)
+
+    async def _wait_answering(self, server: Server) -> None:
+        """Poll the socket until Jupyter answers HTTP; fail if the unit dies meanwhile."""
+        deadline = time.monotonic() + self.cfg.spawner.start_timeout
+        while not await probe(server.paths.socket, server.url + "api", server.token):
+            if server.state != STARTING:
+                raise SpawnError(server.message or "the server stopped while starting")
+            if time.monotonic() > deadline:
+                raise SpawnError(f"the server did not answer within "
+                                 f"{self.cfg.spawner.start_timeout:.0f} seconds")
+            await asyncio.sleep(PROBE_INTERVAL)
+
+    async def _spawn_failed(self, server: Server, error: Exception) -> None:
+        """Stop what was started, record why, and tell whoever watches the progress."""
+        reason = server.message or getattr(error, "user_message", "") or str(error)
+        log.warning("user=%s spawn failed: %s (see journalctl -u %s)",
+                    server.user, error, server.unit)
+        await self._teardown(server)
+        server.message = reason
+        await self._set_state(server, STOPPED)
+        await self._emit(server, 100, f"Spawn failed: {reason}", failed=True)
+
+    # -- stop --------------------------------------------------------------------------------
+
+    async def stop(self, user: str) -> Server:
+        """Stop the user's server and wait for it; Conflict if it is not running."""
+        server = self.get(user)
+        if server.state == STARTING and server.task is not None:
+            server.task.cancel()
+        elif server.state != RUNNING:
+            raise Conflict(f"{user}'s server is not running",
+                           user_message="Your server is not running.")
+        await self._set_state(server, STOPPING)
+        await self._teardown(server)
+        server.message = ""
+        await self._set_state(server, STOPPED)
+        log.info("user=%s server stopped", user)
+        return server
+
+    async def _teardown(self, server: Server) -> None:
+        """StopUnit, close the relay, remove the private directory."""
+        try:
+            await self.systemd.stop(server.unit)
+            await self.systemd.reset_failed(server.unit)
+        finally:
+            self.systemd.unwatch(server.unit)
+            if server.upstream is not None:
+                await server.upstream.close()
+                server.upstream = None
+            await self._in_thread(remove_directory, server.paths)
+
+    # -- exits noticed from systemd's signals -------------------------------------------------
+
+    def _on_unit_change(self, unit: str, changes: dict) -> None:
+        """PropertiesChanged: a unit that fails or goes inactive on its own is reported."""
+        server = next((s for s in self.servers.values() if s.unit == unit), None)
+        if server is None or changes.get("ActiveState") not in ("failed", "inactive"):
+            return
+        if server.state in (STARTING, RUNNING):
+            asyncio.get_running_loop().create_task(self._on_exit(server))
+
+    async def _on_exit(self, server: Server) -> None:
+        """Find out why the unit ended and mark the server stopped with a plain reason."""
+        if server.state not in (STARTING, RUNNING):
+            return
+        state = await self.systemd.state(server.unit)
+        reason = exit_reason(state.result, state.exec_main_code, state.exec_main_status,
+                             self.cfg.limits.memory)
+        log.warning("user=%s %s ended (result=%s status=%s); see journalctl -u %s",
+                    server.user, server.unit, state.result, state.exec_main_status, server.unit)
+        server.message = reason
+        if server.state == RUNNING:
+            await self._teardown(server)
+            await self._set_state(server, STOPPED)
+        else:
+            server.state = STOPPING  # makes _wait_answering give up with server.message
+
+    # -- adopt after a hub restart -------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """Adopt servers whose units still run; mark the others stopped."""
+        for rec in await self.store.servers():
+            if rec.state == STOPPED:
+                continue
+            server = self.get(rec.user)
+            server.started, server.last_activity = rec.started, rec.last_activity
+            server.token = self._server_token(server)
+            await self._adopt(server)
+
+    async def _adopt(self, server: Server) -> None:
+        """Adopt one recorded server if systemd still runs it and it answers."""
+        state = await self.systemd.state(server.unit)
+        self.systemd.watch(server.unit, self._on_unit_change)
+        if state.running and await probe(server.paths.socket, server.url + "api", server.token):
+            server.upstream = Upstream(str(server.paths.socket), server.token)
+            await self._set_state(server, RUNNING)
+            log.info("user=%s adopted running %s", server.user, server.unit)
+            return
+        log.info("user=%s %s is gone (%s); marked stopped", server.user, server.unit,
+                 state.active_state)
+        await self._teardown(server)
+        server.message = "Your server stopped while the hub was restarting."
+        await self._set_state(server, STOPPED)
+
+    async def close(self) -> None:
+        """Hub shutdown: servers keep running in their own units; only relays are closed."""
+        for server in self.servers.values():
+            if server.task is not None and not server.task.done():
+                server.task.cancel()
+            if server.upstream is not None:
+                await server.upstream.close()
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _server_token(self, server: Server) -> str:
+        """The server's token, derived from the hub secret so a restarted hub knows it again."""
+        msg = f"{server.unit}:{server.started!r}".encode()
+        return hmac.new(self._secret, msg, hashlib.sha256).hexdigest()
+
+    async def _set_state(self, server: Server, state: str) -> None:
+        """Change state, persist it, wake progress watchers."""
+        server.state = state
+        await self.store.save_server(server.record())
+        async with server.changed:
+            server.changed.notify_all()
+
+    async def _emit(self, server: Server, progress: int, message: str, **extra) -> None:
+        """Append a progress event (JupyterHub's shape) and wake the watchers."""
+        server.events.append({"progress": progress, "message": message, **extra})
+        async with server.changed:
+            server.changed.notify_all()
+
+    async def progress(self, server: Server):
+        """Yield progress events from the start until ready or failed."""
+        index = 0
+        while True:
+            while index < len(server.events):
+                event = server.events[index]
+                index += 1
+                yield event
+                if event.get("ready") or event.get("failed"):
+                    return
+            if server.state not in (STARTING,) and index >= len(server.events):
+                return
+            async with server.changed:
+                await server.changed.wait_for(partial(_has_news, server, index))
+
+    @staticmethod
+    async def _in_thread(fn, *args):
+        """Run blocking file work off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+def _has_news(server: Server, index: int) -> bool:
+    """True when a progress watcher at index has something new to see."""
+    return index < len(server.events) or server.state != STARTING
+
+
+def exit_reason(result: str, code: int, status: int, memory: int) -> str:
+    """Say in words why a unit ended (systemd.exec(5) Result= values)."""
+    if result == "oom-kill":
+        return (f"Your server was stopped: it used more than its {format_size(memory)} "
+                "memory limit.")
+    if result == "exit-code":
+        return f"Your server exited with status {status}."
+    if result in ("signal", "core-dump"):
+        return f"Your server was killed by signal {status}."
+    if result == "timeout":
+        return "Your server did not start or stop in time and was stopped."
+    if result == "resources":
+        return "Your server could not be started (missing program or home directory)."
+    return "Your server stopped."
+
+
+async def probe(socket: Path, path: str, token: str) -> bool:
+    """True if an HTTP GET of path over the UNIX socket answers 200."""
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(socket))
+    except OSError:
+        return False
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: token {token}"
+                     "\r\nConnection: close\r\n\r\n".encode())
+        status = await asyncio.wait_for(reader.readline(), timeout=5)
+        return status.split(b" ")[1:2] == [b"200"]
+    except (OSError, asyncio.TimeoutError, IndexError):
+        return False
+    finally:
+        writer.close()
+
+
+def prepare_directory(paths: units.ServerPaths, uid: int, gid: int, token: str) -> None:
+    """Create the server's private directory (0700, the user's) and its 0400 token file."""
+    paths.directory.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
+    remove_directory(paths)
+    paths.directory.mkdir(mode=0o700)
+    os.chown(paths.directory, uid, gid)
+    fd = os.open(paths.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o400)
+    try:
+        os.write(fd, token.encode())
+        os.fchown(fd, uid, gid)
+    finally:
+        os.close(fd)
+
+
+def remove_directory(paths: units.ServerPaths) -> None:
+    """Remove a server's private directory (rmtree never follows the user's symlinks)."""
+    if paths.directory.is_symlink():
+        paths.directory.unlink()
+    elif paths.directory.exists():
+        shutil.rmtree(paths.directory)

@@ -1,0 +1,230 @@
+"""The hub's state in sqlite (WAL): users, sessions, API tokens (hashed) and servers.
+
+Every query runs on one dedicated thread, so the event loop never waits on the disk and the
+single connection is never shared between threads.
+"""
+
+import asyncio
+import hashlib
+import secrets
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    admin INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    last_activity REAL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    hash TEXT PRIMARY KEY,
+    user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+    created REAL NOT NULL,
+    expires REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    hash TEXT PRIMARY KEY,
+    user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+    note TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL,
+    last_used REAL
+);
+CREATE TABLE IF NOT EXISTS servers (
+    user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+    name TEXT NOT NULL DEFAULT '',
+    unit TEXT NOT NULL,
+    socket TEXT NOT NULL,
+    state TEXT NOT NULL,
+    started REAL,
+    last_activity REAL,
+    message TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (user, name)
+);
+"""
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    """A user the hub has seen log in."""
+
+    name: str
+    admin: bool
+    created: float
+    last_activity: float | None
+
+
+@dataclass(frozen=True)
+class ServerRecord:
+    """A notebook server as last recorded: enough to adopt it after a hub restart."""
+
+    user: str
+    name: str
+    unit: str
+    socket: str
+    state: str
+    started: float | None
+    last_activity: float | None
+    message: str = ""
+
+
+def hash_secret(secret: str) -> str:
+    """SHA-256 of a random secret: tokens are high-entropy, so no salt or KDF is needed."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_secret() -> str:
+    """A fresh 256-bit URL-safe secret."""
+    return secrets.token_urlsafe(32)
+
+
+class Store:
+    """sqlite3 behind a one-thread executor."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._db: sqlite3.Connection | None = None
+
+    async def open(self) -> None:
+        """Open (creating if needed) the database and migrate it to the current schema."""
+        await self._run(self._open_sync)
+
+    async def close(self) -> None:
+        """Close the connection and the thread."""
+        await self._run(self._close_sync)
+        self._pool.shutdown(wait=True)
+
+    def _open_sync(self) -> None:
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self.path.chmod(0o600)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA synchronous=NORMAL")
+        _migrate(db)
+        self._db = db
+
+    def _close_sync(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    async def _run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def _q(self, sql: str, *args) -> list[tuple]:
+        assert self._db is not None, "store is not open"
+        return self._db.execute(sql, args).fetchall()
+
+    # -- users -------------------------------------------------------------------------------
+
+    async def ensure_user(self, name: str, admin: bool) -> UserRecord:
+        """Create the user row if missing and record the current admin flag."""
+        return await self._run(self._ensure_user, name, admin)
+
+    def _ensure_user(self, name: str, admin: bool) -> UserRecord:
+        self._q("INSERT INTO users(name, admin, created) VALUES (?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET admin=excluded.admin", name, admin, time.time())
+        return self._user(name)
+
+    def _user(self, name: str) -> UserRecord | None:
+        rows = self._q("SELECT name, admin, created, last_activity FROM users WHERE name=?", name)
+        return UserRecord(rows[0][0], bool(rows[0][1]), *rows[0][2:]) if rows else None
+
+    async def get_user(self, name: str) -> UserRecord | None:
+        """The user's row, or None if they never logged in."""
+        return await self._run(self._user, name)
+
+    async def list_users(self) -> list[UserRecord]:
+        """Every user the hub knows, by name."""
+        rows = await self._run(self._q, "SELECT name, admin, created, last_activity FROM users"
+                               " ORDER BY name")
+        return [UserRecord(r[0], bool(r[1]), r[2], r[3]) for r in rows]
+
+    async def touch_user(self, name: str, when: float) -> None:
+        """Record activity of a user."""
+        await self._run(self._q, "UPDATE users SET last_activity=? WHERE name=?", when, name)
+
+    # -- sessions and tokens -----------------------------------------------------------------
+
+    async def create_session(self, user: str, max_age: float) -> str:
+        """Start a login session; returns the cookie value (only its hash is stored)."""
+        secret, now = new_secret(), time.time()
+        await self._run(self._q, "INSERT INTO sessions(hash, user, created, expires) "
+                        "VALUES (?, ?, ?, ?)", hash_secret(secret), user, now, now + max_age)
+        return secret
+
+    async def session_user(self, secret: str) -> str | None:
+        """The user a live session cookie belongs to, or None."""
+        rows = await self._run(self._q, "SELECT user FROM sessions WHERE hash=? AND expires>?",
+                               hash_secret(secret), time.time())
+        return rows[0][0] if rows else None
+
+    async def delete_session(self, secret: str) -> None:
+        """End a session (logout)."""
+        await self._run(self._q, "DELETE FROM sessions WHERE hash=?", hash_secret(secret))
+
+    async def purge_expired_sessions(self) -> None:
+        """Forget sessions past their expiry."""
+        await self._run(self._q, "DELETE FROM sessions WHERE expires<=?", time.time())
+
+    async def create_token(self, user: str, note: str = "") -> str:
+        """Issue an API token for user; returns it (only its hash is stored)."""
+        return await self._run(self.create_token_sync, user, note)
+
+    def create_token_sync(self, user: str, note: str = "") -> str:
+        """create_token for the CLI, which has no event loop."""
+        secret = new_secret()
+        self._q("INSERT INTO users(name, admin, created) VALUES (?, 0, ?) "
+                "ON CONFLICT(name) DO NOTHING", user, time.time())
+        self._q("INSERT INTO tokens(hash, user, note, created) VALUES (?, ?, ?, ?)",
+                hash_secret(secret), user, note, time.time())
+        return secret
+
+    async def token_user(self, secret: str) -> str | None:
+        """The user an API token belongs to, or None; records its use."""
+        return await self._run(self._token_user, hash_secret(secret))
+
+    def _token_user(self, digest: str) -> str | None:
+        rows = self._q("SELECT user FROM tokens WHERE hash=?", digest)
+        if rows:
+            self._q("UPDATE tokens SET last_used=? WHERE hash=?", time.time(), digest)
+        return rows[0][0] if rows else None
+
+    # -- servers -----------------------------------------------------------------------------
+
+    async def save_server(self, rec: ServerRecord) -> None:
+        """Insert or replace a server row."""
+        await self._run(self._q, "INSERT OR REPLACE INTO servers VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        rec.user, rec.name, rec.unit, rec.socket, rec.state, rec.started,
+                        rec.last_activity, rec.message)
+
+    async def servers(self) -> list[ServerRecord]:
+        """Every recorded server."""
+        rows = await self._run(self._q, "SELECT user, name, unit, socket, state, started,"
+                               " last_activity, message FROM servers")
+        return [ServerRecord(*r) for r in rows]
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring the schema to SCHEMA_VERSION (user_version); refuse a newer database."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise RuntimeError(f"database schema {version} is newer than this hub ({SCHEMA_VERSION})"
+                           "; install the newer notebook-appliance again")
+    if version < 1:
+        db.executescript(_SCHEMA)
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+
+def open_sync(path: Path) -> Store:
+    """A Store opened without an event loop (for the CLI)."""
+    store = Store(path)
+    store._open_sync()
+    return store

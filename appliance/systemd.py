@@ -1,0 +1,255 @@
+"""systemd's D-Bus API: start, stop and follow transient units (the only dbus_next importer).
+
+Mechanism only: which properties a notebook unit gets is decided in spawner.py, which hands
+them over as plain ``(name, dbus signature, value)`` triples so it never sees dbus_next.
+References: org.freedesktop.systemd1(5), systemd.resource-control(5).
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from dbus_next import BusType, Message, MessageType, Variant
+from dbus_next.aio import MessageBus
+
+from appliance.errors import NoSuchUnit, SystemdError
+
+log = logging.getLogger(__name__)
+
+SYSTEMD = "org.freedesktop.systemd1"
+MANAGER_PATH = "/org/freedesktop/systemd1"
+MANAGER = "org.freedesktop.systemd1.Manager"
+UNIT = "org.freedesktop.systemd1.Unit"
+SERVICE = "org.freedesktop.systemd1.Service"
+PROPERTIES = "org.freedesktop.DBus.Properties"
+UNIT_PREFIX = "/org/freedesktop/systemd1/unit/"
+
+#: A unit property as spawner.py builds it: (name, D-Bus signature, value).
+Property = tuple[str, str, Any]
+#: Called with (unit name, changed properties) when a watched unit changes.
+UnitCallback = Callable[[str, dict[str, Any]], None]
+
+_MATCH_RULES = (
+    f"type='signal',sender='{SYSTEMD}',interface='{MANAGER}',member='JobRemoved'",
+    f"type='signal',sender='{SYSTEMD}',interface='{PROPERTIES}',member='PropertiesChanged',"
+    f"path_namespace='{MANAGER_PATH}/unit'",
+)
+
+
+@dataclass(frozen=True)
+class UnitState:
+    """What systemd says about one unit (Unit and Service interfaces)."""
+
+    name: str
+    active_state: str
+    sub_state: str = ""
+    result: str = ""
+    exec_main_code: int = 0
+    exec_main_status: int = 0
+
+    @property
+    def running(self) -> bool:
+        """True while the unit is starting or running."""
+        return self.active_state in ("active", "activating", "reloading")
+
+
+def unit_object_path(name: str) -> str:
+    """D-Bus object path of a unit (sd_bus_path_encode: non-alnum bytes become _xx)."""
+    return UNIT_PREFIX + "".join(
+        chr(b) if chr(b).isalnum() and b < 128 else f"_{b:02x}" for b in name.encode()
+    )
+
+
+def unit_name_from_path(path: str) -> str:
+    """Inverse of unit_object_path."""
+    label, out, i = path[len(UNIT_PREFIX):], bytearray(), 0
+    while i < len(label):
+        if label[i] == "_":
+            out.append(int(label[i + 1:i + 3], 16))
+            i += 3
+        else:
+            out.append(ord(label[i]))
+            i += 1
+    return out.decode()
+
+
+def escape_unit_part(text: str) -> str:
+    """systemd-escape(1) for one part of a unit name ('/' -> '-', others -> \\xNN)."""
+    out = []
+    for i, ch in enumerate(text):
+        if ch.isascii() and (ch.isalnum() or ch in ":_" or (ch == "." and i > 0)):
+            out.append(ch)
+        elif ch == "/":
+            out.append("-")
+        else:
+            out.extend(f"\\x{b:02x}" for b in ch.encode())
+    return "".join(out)
+
+
+def to_variants(properties: Iterable[Property]) -> list[list[Any]]:
+    """Turn spawner triples into the a(sv) body StartTransientUnit takes (lists, not tuples)."""
+    return [[name, Variant(sig, value)] for name, sig, value in properties]
+
+
+def _plain(value: Any) -> Any:
+    """Unwrap dbus_next Variants recursively into plain Python values."""
+    if isinstance(value, Variant):
+        return _plain(value.value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+class Systemd:
+    """A connection to the system manager with JobRemoved and PropertiesChanged followed."""
+
+    def __init__(self) -> None:
+        self._bus: MessageBus | None = None
+        self._job_waiters: dict[str, list[asyncio.Future]] = {}
+        self._watchers: dict[str, UnitCallback] = {}
+
+    async def connect(self) -> None:
+        """Connect to the system bus, add match rules and ask systemd to emit signals."""
+        self._bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+        self._bus.add_message_handler(self._on_message)
+        for rule in _MATCH_RULES:
+            await self._call("org.freedesktop.DBus", "/org/freedesktop/DBus",
+                             "org.freedesktop.DBus", "AddMatch", "s", [rule])
+        await self._manager("Subscribe")
+
+    async def close(self) -> None:
+        """Disconnect from the bus."""
+        if self._bus is not None:
+            self._bus.disconnect()
+            self._bus = None
+
+    def watch(self, name: str, callback: UnitCallback) -> None:
+        """Call callback(name, changes) whenever the unit's properties change."""
+        self._watchers[unit_object_path(name)] = callback
+
+    def unwatch(self, name: str) -> None:
+        """Stop following a unit."""
+        self._watchers.pop(unit_object_path(name), None)
+
+    async def start_transient(self, name: str, properties: Iterable[Property]) -> None:
+        """StartTransientUnit and wait for its job; raise SystemdError unless the job is done."""
+        done = self._expect_job(name)
+        await self._manager("StartTransientUnit", "ssa(sv)a(sa(sv))",
+                            [name, "fail", to_variants(properties), []])
+        await self._job_result(name, done, "start")
+
+    async def stop(self, name: str) -> None:
+        """StopUnit and wait for the job; a unit that is not loaded counts as stopped."""
+        done = self._expect_job(name)
+        try:
+            await self._manager("StopUnit", "ss", [name, "replace"])
+        except NoSuchUnit:
+            self._forget_job(name, done)
+            return
+        await self._job_result(name, done, "stop")
+
+    async def reset_failed(self, name: str) -> None:
+        """ResetFailedUnit, so a failed transient unit's name can be used again."""
+        try:
+            await self._manager("ResetFailedUnit", "s", [name])
+        except NoSuchUnit:
+            pass
+
+    async def state(self, name: str) -> UnitState:
+        """Current state of a unit; an unloaded unit is reported as inactive."""
+        path = unit_object_path(name)
+        unit = await self._get_all(path, UNIT)
+        if unit.get("LoadState") == "not-found":
+            return UnitState(name, "inactive", "dead")
+        service = await self._get_all(path, SERVICE) if name.endswith(".service") else {}
+        return UnitState(
+            name, unit["ActiveState"], unit["SubState"], service.get("Result", ""),
+            service.get("ExecMainCode", 0), service.get("ExecMainStatus", 0))
+
+    async def unit_property(self, name: str, interface: str, prop: str) -> Any:
+        """Read one property of a unit (used by tests and diagnostics)."""
+        reply = await self._call(SYSTEMD, unit_object_path(name), PROPERTIES, "Get",
+                                 "ss", [interface, prop])
+        return _plain(reply[0])
+
+    async def list_units(self, pattern: str) -> list[str]:
+        """Names of loaded units matching a glob (ListUnitsByPatterns)."""
+        reply = await self._manager("ListUnitsByPatterns", "asas", [[], [pattern]])
+        return [row[0] for row in reply[0]]
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _expect_job(self, name: str) -> asyncio.Future:
+        """Register for the unit's next JobRemoved before the call that queues the job."""
+        fut = asyncio.get_running_loop().create_future()
+        self._job_waiters.setdefault(name, []).append(fut)
+        return fut
+
+    def _forget_job(self, name: str, fut: asyncio.Future) -> None:
+        """Drop a job waiter that will never fire."""
+        waiters = self._job_waiters.get(name, [])
+        if fut in waiters:
+            waiters.remove(fut)
+        if not waiters:
+            self._job_waiters.pop(name, None)
+
+    async def _job_result(self, name: str, fut: asyncio.Future, verb: str) -> None:
+        """Wait for the job's JobRemoved; its result must be 'done'."""
+        try:
+            result = await fut
+        finally:
+            self._forget_job(name, fut)
+        if result != "done":
+            raise SystemdError(f"{verb} job for {name} ended with result '{result}'"
+                               f" (see journalctl -u {name})")
+
+    async def _manager(self, method: str, signature: str = "", body: list | None = None) -> list:
+        """Call a method on the Manager object."""
+        return await self._call(SYSTEMD, MANAGER_PATH, MANAGER, method, signature, body or [])
+
+    async def _get_all(self, path: str, interface: str) -> dict[str, Any]:
+        """Properties.GetAll as a plain dict."""
+        reply = await self._call(SYSTEMD, path, PROPERTIES, "GetAll", "s", [interface])
+        return {k: _plain(v) for k, v in reply[0].items()}
+
+    async def _call(self, dest: str, path: str, iface: str, member: str,
+                    signature: str, body: list) -> list:
+        """One method call; D-Bus errors become typed exceptions here, at the boundary."""
+        if self._bus is None:
+            raise SystemdError("not connected to the system bus")
+        reply = await self._bus.call(Message(destination=dest, path=path, interface=iface,
+                                             member=member, signature=signature, body=body))
+        if reply.message_type == MessageType.ERROR:
+            text = reply.body[0] if reply.body else reply.error_name
+            error = NoSuchUnit if reply.error_name.endswith(".NoSuchUnit") else SystemdError
+            raise error(f"systemd {member}: {text}", dbus_name=reply.error_name)
+        return reply.body
+
+    def _on_message(self, msg: Message) -> bool:
+        """Dispatch JobRemoved and PropertiesChanged signals; never consumes other messages."""
+        if msg.message_type != MessageType.SIGNAL:
+            return False
+        if msg.member == "JobRemoved" and msg.interface == MANAGER:
+            self._on_job_removed(msg.body[2], msg.body[3])
+        elif msg.member == "PropertiesChanged" and msg.path in self._watchers:
+            changes = {k: _plain(v) for k, v in msg.body[1].items()}
+            changes["_interface"] = msg.body[0]
+            self._notify(msg.path, changes)
+        return False
+
+    def _on_job_removed(self, unit: str, result: str) -> None:
+        """Resolve the oldest waiter for this unit's job."""
+        for fut in self._job_waiters.get(unit, []):
+            if not fut.done():
+                fut.set_result(result)
+                return
+
+    def _notify(self, path: str, changes: dict[str, Any]) -> None:
+        """Run a watcher callback; its bugs are logged, never break the bus reader."""
+        callback = self._watchers[path]
+        try:
+            callback(unit_name_from_path(path), changes)
+        except Exception:
+            log.exception("unit watcher for %s failed", unit_name_from_path(path))

@@ -1,0 +1,57 @@
+"""/user/<name>/...: check who may reach the server, then hand the request to the proxy.
+
+The owner check runs on the normalised path, and the normalised path is what gets relayed,
+so what was checked is what the server sees.
+"""
+
+import time
+from urllib.parse import quote
+
+from aiohttp import web
+
+from appliance.errors import Forbidden, NotFound, ServerNotRunning
+from appliance.identity import HUB_COOKIES
+from appliance.proxy import normalise_user_path, relay
+
+
+def setup(app: web.Application) -> None:
+    """Route everything under /user/ to the proxy handler."""
+    app.router.add_route("*", "/user/{tail:.*}", handle_user_request)
+
+
+def is_api_request(request: web.Request, path: str, user: str) -> bool:
+    """JupyterHub's rule: API paths, token-authenticated calls and non-HTML clients."""
+    rest = path[len(f"/user/{user}/"):]
+    return (rest.startswith("api/") or bool(request.headers.get("Authorization"))
+            or "text/html" not in request.headers.get("Accept", "text/html"))
+
+
+async def handle_user_request(request: web.Request) -> web.StreamResponse:
+    """Relay to the owner's server, or explain why not."""
+    user, path = normalise_user_path(request.raw_path.partition("?")[0])
+    identity = await request.app["identities"].of_request(request)
+    if identity is None:
+        if is_api_request(request, path, user):
+            raise Forbidden("no credentials for a user server",
+                            user_message="Log in to the hub first.")
+        raise web.HTTPFound("/hub/login?next=" + quote(path))
+    if identity.name != user and not identity.admin:
+        raise Forbidden(f"{identity.name} may not reach {user}'s server",
+                        user_message="This is not your server.")
+    spawner = request.app["spawner"]
+    if user not in spawner.servers and identity.name != user:
+        raise NotFound(f"no server for {user}", user_message="There is no such server.")
+    server = spawner.get(user)
+    if not server.ready:
+        return not_running(request, server, path, user)
+    server.last_activity = time.time()
+    return await relay(request, server.upstream, path, hub_cookies=HUB_COOKIES)
+
+
+def not_running(request: web.Request, server, path: str, user: str) -> web.StreamResponse:
+    """API clients get 424 as from JupyterHub; browsers go to the spawn page."""
+    if is_api_request(request, path, user):
+        raise ServerNotRunning(f"{user}'s server is not running",
+                               user_message=f"{user}'s server is not running.")
+    target = "spawn-pending" if server.pending == "spawn" else "spawn"
+    raise web.HTTPFound(f"/hub/{target}/{quote(user)}?next={quote(path)}")
