@@ -32,8 +32,8 @@ def setup(app: web.Application) -> None:
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=True, undefined=jinja2.StrictUndefined)
     r = app.router
-    r.add_get("/", lambda request: redirect("/hub/"))
-    r.add_get("/hub", lambda request: redirect("/hub/"))
+    r.add_get("/", to_hub_root)
+    r.add_get("/hub", to_hub_root)
     r.add_get("/hub/", hub_root)
     r.add_get("/hub/login", login_form)
     r.add_post("/hub/login", login_submit)
@@ -80,6 +80,11 @@ async def current(request: web.Request, *, required: bool = True):
     if identity is None and required:
         raise web.HTTPFound("/hub/login?next=" + quote(request.path_qs))
     return identity
+
+
+async def to_hub_root(request: web.Request) -> web.Response:
+    """/ and /hub: to /hub/."""
+    return redirect("/hub/")
 
 
 async def hub_root(request: web.Request) -> web.Response:

@@ -46,6 +46,7 @@ class Server:
     events: list[dict] = field(default_factory=list)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     task: asyncio.Task | None = None
+    exit_task: asyncio.Task | None = None
 
     @property
     def ready(self) -> bool:
@@ -193,14 +194,18 @@ class Spawner:
         server = next((s for s in self.servers.values() if s.unit == unit), None)
         if server is None or changes.get("ActiveState") not in ("failed", "inactive"):
             return
+        if server.exit_task is not None and not server.exit_task.done():
+            return  # one inquiry at a time; later signals describe the same exit
         if server.state in (STARTING, RUNNING):
-            asyncio.get_running_loop().create_task(self._on_exit(server))
+            server.exit_task = asyncio.create_task(self._on_exit(server))
 
     async def _on_exit(self, server: Server) -> None:
         """Find out why the unit ended and mark the server stopped with a plain reason."""
         if server.state not in (STARTING, RUNNING):
             return
         state = await self.systemd.state(server.unit)
+        if state.running:
+            return  # the 'inactive' of a unit just being created, before it activates
         reason = exit_reason(state.result, state.exec_main_code, state.exec_main_status,
                              self.cfg.limits.memory)
         log.warning("user=%s %s ended (result=%s status=%s); see journalctl -u %s",
@@ -242,8 +247,9 @@ class Spawner:
     async def close(self) -> None:
         """Hub shutdown: servers keep running in their own units; only relays are closed."""
         for server in self.servers.values():
-            if server.task is not None and not server.task.done():
-                server.task.cancel()
+            for task in (server.task, server.exit_task):
+                if task is not None and not task.done():
+                    task.cancel()
             if server.upstream is not None:
                 await server.upstream.close()
 

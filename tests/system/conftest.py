@@ -1,0 +1,146 @@
+"""Fixtures for the system tier: throwaway OS users, a PAM service, a real hub.
+
+Everything here is real: users made with useradd/chpasswd, PAM from /etc/pam.d, the booted
+systemd's D-Bus, Jupyter servers as transient units. Each fixture makes uniquely named
+resources and removes them afterwards.
+"""
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from appliance import config
+from appliance.app import build_app
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(*argv: str, input: str | None = None) -> None:
+    """Run a system command; fail loudly with its output."""
+    subprocess.run(argv, input=input, text=True, check=True, capture_output=True)
+
+
+class OSUser:
+    """A throwaway OS account with a password."""
+
+    def __init__(self, name: str, password: str):
+        self.name = name
+        self.password = password
+
+
+@pytest.fixture
+def make_user():
+    """Factory: make_user(**useradd options) -> OSUser; all are removed at the end."""
+    made = []
+
+    def _make(uid: int | None = None, groups: str | None = None) -> OSUser:
+        name = "t" + secrets.token_hex(4)
+        password = secrets.token_urlsafe(12)
+        argv = ["useradd", "--create-home", "--shell", "/bin/bash"]
+        if uid is not None:
+            argv += ["--uid", str(uid)]
+        if groups:
+            argv += ["--groups", groups]
+        run(*argv, name)
+        made.append(name)
+        run("chpasswd", input=f"{name}:{password}\n")
+        return OSUser(name, password)
+
+    yield _make
+    for name in made:
+        subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)
+        subprocess.run(["userdel", "--remove", "--force", name], capture_output=True)
+
+
+@pytest.fixture
+def make_group():
+    """Factory: a throwaway unix group, removed at the end."""
+    made = []
+
+    def _make() -> str:
+        name = "g" + secrets.token_hex(4)
+        run("groupadd", name)
+        made.append(name)
+        return name
+
+    yield _make
+    for name in made:
+        subprocess.run(["groupdel", name], capture_output=True)
+
+
+@pytest.fixture
+def pam_service():
+    """The shipped PAM service file, installed under a unique name for this test."""
+    name = "notebook-appliance-test-" + secrets.token_hex(4)
+    path = Path("/etc/pam.d") / name
+    shutil.copy(REPO / "etc/pam.d/notebook-appliance", path)
+    yield name
+    path.unlink()
+
+
+@pytest.fixture
+def runtime_dir():
+    """A fresh runtime directory under /run (tmpfs, as in production)."""
+    path = Path("/run") / ("notebook-appliance-test-" + secrets.token_hex(4))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def hub_config(tmp_path, pam_service, runtime_dir):
+    """Factory: write an appliance.toml with per-section overrides and load it as the hub does."""
+
+    def _config(**overrides: dict) -> config.Config:
+        sections = {
+            "hub": {"listen": "127.0.0.1", "state_dir": str(tmp_path / "state"),
+                    "runtime_dir": str(runtime_dir)},
+            "auth": {"pam_service": pam_service},
+            "limits": {"memory": "768M", "cpu": 0.5, "tasks": 200},
+        }
+        for section, values in overrides.items():
+            sections.setdefault(section, {}).update(values)
+        path = tmp_path / "appliance.toml"
+        path.write_text("".join(
+            f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items())
+            for name, table in sections.items()))
+        return config.load(path)
+
+    return _config
+
+
+@pytest.fixture
+async def start_hub(hub_config):
+    """Factory: start a real hub (aiohttp server on loopback); stopped at the end."""
+    servers = []
+
+    async def _start(cfg: config.Config | None = None) -> TestServer:
+        server = TestServer(build_app(cfg or hub_config()), host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        return server
+
+    yield _start
+    for server in servers:
+        await stop_units(server)
+        await server.close()
+
+
+async def stop_units(server: TestServer) -> None:
+    """Stop every unit a test hub started, so no server outlives its test."""
+    spawner = server.app.get("spawner")
+    if spawner is None or spawner.systemd._bus is None:
+        return
+    for s in list(spawner.servers.values()):
+        await spawner.systemd.stop(s.unit)
+        await spawner.systemd.reset_failed(s.unit)
+
+
+def booted() -> bool:
+    """True inside the throwaway container tests/run boots."""
+    return os.environ.get("APPLIANCE_BOOTED_SYSTEMD") == "1"
