@@ -166,6 +166,8 @@ class HubConfig:
         'PEM certificate file for HTTPS; "" serves plain HTTP.')
     ssl_key: Path | None = _opt("", _opt_path,
         "PEM private key for ssl_cert; set both or neither.")
+    redirect_port: int = _opt(0, _int(0, 65535),
+        "With TLS: a plain-HTTP port that redirects browsers to HTTPS (0 = none, e.g. 80).")
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
-"""Run the hub: bind, reconcile, tell systemd we are ready, serve until SIGTERM."""
+"""Run the hub: bind (or take systemd's sockets), reconcile, say READY=1, serve until SIGTERM."""
 
 import asyncio
 import logging
+import os
 import signal
+import socket
 import ssl
 
 from aiohttp import web
@@ -12,6 +14,9 @@ from appliance.config import Config
 from appliance.notify import Notifier
 
 log = logging.getLogger(__name__)
+
+#: sd_listen_fds(3): passed sockets start at this descriptor.
+SD_LISTEN_FDS_START = 3
 
 
 def status_line(app: web.Application) -> str:
@@ -31,16 +36,57 @@ def ssl_context(cfg: Config) -> ssl.SSLContext | None:
     return ctx
 
 
+def activated_sockets() -> list[socket.socket]:
+    """Listening sockets passed by notebook-appliance.socket (sd_listen_fds(3)), if any."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return []
+    count = int(os.environ.get("LISTEN_FDS", "0"))
+    for var in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(var, None)  # not inherited by anything we might start
+    return [socket.socket(fileno=fd) for fd in
+            range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count)]
+
+
+async def start_sites(runner: web.AppRunner, cfg: Config) -> None:
+    """Serve on systemd's sockets when socket-activated, else bind hub.listen:hub.port."""
+    tls = ssl_context(cfg)
+    sockets = activated_sockets()
+    for sock in sockets:
+        await web.SockSite(runner, sock, ssl_context=tls).start()
+        log.info("hub serving on socket-activated %s", sock.getsockname())
+    if not sockets:
+        await web.TCPSite(runner, cfg.hub.listen, cfg.hub.port, ssl_context=tls,
+                          reuse_address=True).start()
+        log.info("hub listening on %s:%s", cfg.hub.listen, cfg.hub.port)
+
+
+async def start_redirect(cfg: Config) -> web.AppRunner | None:
+    """With TLS and hub.redirect_port: a plain-HTTP listener that sends browsers to HTTPS."""
+    if cfg.hub.ssl_cert is None or not cfg.hub.redirect_port:
+        return None
+
+    async def to_https(request: web.Request) -> web.Response:
+        host = request.url.host or "localhost"
+        port = "" if cfg.hub.port == 443 else f":{cfg.hub.port}"
+        raise web.HTTPMovedPermanently(f"https://{host}{port}{request.path_qs}")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", to_https)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, cfg.hub.listen, cfg.hub.redirect_port,
+                      reuse_address=True).start()
+    return runner
+
+
 async def serve(cfg: Config) -> None:
     """Start everything (READY=1 only once bound and reconciled), run until a signal."""
     notifier = Notifier()
     app = build_app(cfg)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, cfg.hub.listen, cfg.hub.port, ssl_context=ssl_context(cfg),
-                       reuse_address=True)
-    await site.start()
-    log.info("hub listening on %s:%s", cfg.hub.listen, cfg.hub.port)
+    await runner.setup()  # runs the cleanup contexts: store, systemd, reconcile
+    await start_sites(runner, cfg)
+    redirect = await start_redirect(cfg)
     notifier.ready(status_line(app))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -50,5 +96,7 @@ async def serve(cfg: Config) -> None:
     await stop.wait()
     notifier.stopping()
     watchdog.cancel()
+    if redirect is not None:
+        await redirect.cleanup()
     await runner.cleanup()
     log.info("hub stopped; user servers keep running in their own units")
