@@ -52,6 +52,7 @@ def server_model(server: Server) -> dict:
         "last_activity": isoformat(server.last_activity),
         "progress_url": f"/hub/api/users/{server.user}/server/progress",
         "state": {"unit": server.unit}, "stopped_reason": server.message or None,
+        "notice": server.notice or None,
     }
 
 

@@ -64,6 +64,7 @@ async def _spawner_ctx(app: web.Application):
     argv = resolve_command(cfg)
     app["spawner"] = spawner = Spawner(cfg, systemd, app["store"], secret, argv)
     await spawner.reconcile()
+    spawner.start_watching()
     yield
     await spawner.close()
     await systemd.close()

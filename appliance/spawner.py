@@ -10,17 +10,18 @@ import hmac
 import logging
 import os
 import shutil
+import signal
 import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from appliance import units
+from appliance import oomwatch, units
 from appliance.config import Config, format_size
 from appliance.errors import Conflict, SpawnError, SystemdError
 from appliance.proxy import Upstream
 from appliance.store import ServerRecord, Store
-from appliance.systemd import Systemd
+from appliance.systemd import SERVICE, Systemd
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,11 @@ class Server:
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     task: asyncio.Task | None = None
     exit_task: asyncio.Task | None = None
+    cgroup: str = ""
+    #: oom_kill count seen in the cgroup; -1 = take the next reading as the baseline.
+    oom_kills: int = 0
+    #: Something the user should know about a running server (a kernel killed for memory).
+    notice: str = ""
 
     @property
     def ready(self) -> bool:
@@ -75,6 +81,22 @@ class Spawner:
         self.argv = argv + [f"--config={units.JUPYTER_CONFIG}"]
         self._secret = secret
         self.servers: dict[str, Server] = {}
+        self._oom_task: asyncio.Task | None = None
+
+    def start_watching(self) -> None:
+        """Begin polling running servers for OOM kills (see oomwatch)."""
+        self._oom_task = asyncio.create_task(oomwatch.watch(self), name="oomwatch")
+
+    def oom_counted(self, server: Server, count: int) -> None:
+        """A new oom_kill reading: a rise means a process (usually a kernel) was killed."""
+        if server.oom_kills >= 0 and count > server.oom_kills:
+            server.notice = (f"A process in your server (usually a notebook kernel) was "
+                             f"stopped because it used more than your "
+                             f"{format_size(self.cfg.limits.memory)} memory limit. Restart "
+                             "the kernel and work with less data at once.")
+            log.warning("user=%s OOM killer ended a process in %s (oom_kill=%d)",
+                        server.user, server.unit, count)
+        server.oom_kills = count
 
     def get(self, user: str) -> Server:
         """The user's server object (stopped if never started)."""
@@ -97,6 +119,7 @@ class Spawner:
             raise Conflict(f"{owner.name}'s server is already {server.state}",
                            user_message=f"Your server is already {server.state}.")
         server.state, server.message, server.events = STARTING, "", []
+        server.notice, server.oom_kills = "", 0
         server.started = time.time()
         server.token = self._server_token(server)
         await self._emit(server, 0, "Server requested")
@@ -119,6 +142,7 @@ class Spawner:
             return
         server.upstream = Upstream(str(server.paths.socket), server.token)
         server.last_activity = time.time()
+        server.cgroup = await self.systemd.unit_property(server.unit, SERVICE, "ControlGroup")
         await self._set_state(server, RUNNING)
         log.info("user=%s server ready in %.2fs (%s)", server.user,
                  time.time() - server.started, server.unit)
@@ -206,8 +230,9 @@ class Spawner:
         state = await self.systemd.state(server.unit)
         if state.running:
             return  # the 'inactive' of a unit just being created, before it activates
-        reason = exit_reason(state.result, state.exec_main_code, state.exec_main_status,
-                             self.cfg.limits.memory)
+        final = await self._in_thread(oomwatch.oom_kills, server.cgroup) if server.cgroup else None
+        oom = server.oom_kills > 0 or bool(final)
+        reason = exit_reason(state.result, state.exec_main_status, self.cfg.limits.memory, oom)
         log.warning("user=%s %s ended (result=%s status=%s); see journalctl -u %s",
                     server.user, server.unit, state.result, state.exec_main_status, server.unit)
         server.message = reason
@@ -235,6 +260,8 @@ class Spawner:
         self.systemd.watch(server.unit, self._on_unit_change)
         if state.running and await probe(server.paths.socket, server.url + "api", server.token):
             server.upstream = Upstream(str(server.paths.socket), server.token)
+            server.cgroup = await self.systemd.unit_property(server.unit, SERVICE, "ControlGroup")
+            server.oom_kills = -1
             await self._set_state(server, RUNNING)
             log.info("user=%s adopted running %s", server.user, server.unit)
             return
@@ -246,6 +273,8 @@ class Spawner:
 
     async def close(self) -> None:
         """Hub shutdown: servers keep running in their own units; only relays are closed."""
+        if self._oom_task is not None:
+            self._oom_task.cancel()
         for server in self.servers.values():
             for task in (server.task, server.exit_task):
                 if task is not None and not task.done():
@@ -299,9 +328,9 @@ def _has_news(server: Server, index: int) -> bool:
     return index < len(server.events) or server.state != STARTING
 
 
-def exit_reason(result: str, code: int, status: int, memory: int) -> str:
+def exit_reason(result: str, status: int, memory: int, oom: bool = False) -> str:
     """Say in words why a unit ended (systemd.exec(5) Result= values)."""
-    if result == "oom-kill":
+    if result == "oom-kill" or (oom and result == "signal" and status == signal.SIGKILL):
         return (f"Your server was stopped: it used more than its {format_size(memory)} "
                 "memory limit.")
     if result == "exit-code":
