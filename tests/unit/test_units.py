@@ -1,0 +1,101 @@
+"""The notebook unit's shape, as pure data (no bus needed)."""
+
+from pathlib import Path
+
+from appliance import config, units
+from appliance.spawner import exit_reason
+from appliance.systemd import escape_unit_part, unit_name_from_path, unit_object_path
+
+OWNER = units.Owner("alice", 1001, 1001, "/home/alice", "/bin/bash")
+PATHS = units.ServerPaths.for_user(Path("/run/notebook-appliance"), "alice")
+
+
+def props(cfg=None, argv=("/usr/bin/jupyter-notebook", "--config=/x.py")) -> dict:
+    cfg = cfg or config.defaults()
+    built = units.unit_properties(cfg, OWNER, PATHS, list(argv), "/user/alice/")
+    names = [name for name, _, _ in built]
+    assert len(names) == len(set(names)), "a property is set twice"
+    return {name: (sig, value) for name, sig, value in built}
+
+
+def test_runs_as_the_user_in_the_slice_with_limits():
+    p = props()
+    assert p["User"] == ("s", "alice")
+    assert p["Group"] == ("s", "1001")
+    assert p["WorkingDirectory"] == ("s", "/home/alice")
+    assert p["Slice"] == ("s", "notebook-appliance.slice")
+    assert p["MemoryMax"] == ("t", 2**30)
+    assert p["MemorySwapMax"] == ("t", 0)
+    assert p["CPUQuotaPerSecUSec"] == ("t", 1_000_000)
+    assert p["TasksMax"] == ("t", 512)
+    assert p["OOMPolicy"] == ("s", "continue")
+    assert p["Type"] == ("s", "exec")
+
+
+def test_exec_start_is_the_argv_as_given():
+    assert props()["ExecStart"] == ("a(sasb)", [["/usr/bin/jupyter-notebook",
+                                                 ["/usr/bin/jupyter-notebook", "--config=/x.py"],
+                                                 False]])
+
+
+def test_environment_points_at_socket_and_token_file_but_holds_no_secret():
+    env = dict(e.split("=", 1) for e in props()["Environment"][1])
+    assert env["APPLIANCE_SOCKET"] == "/run/notebook-appliance/users/alice/notebook.sock"
+    assert env["APPLIANCE_TOKEN_FILE"] == "/run/notebook-appliance/users/alice/token"
+    assert env["APPLIANCE_BASE_URL"] == "/user/alice/"
+    assert env["HOME"] == "/home/alice" and env["USER"] == "alice"
+    assert not any("TOKEN=" in e and "FILE" not in e for e in props()["Environment"][1])
+
+
+def test_configured_environment_is_added(tmp_path):
+    path = tmp_path / "a.toml"
+    path.write_text('[spawner]\nenvironment = { OMP_NUM_THREADS = "1" }\n')
+    env = props(config.load(path))["Environment"][1]
+    assert "OMP_NUM_THREADS=1" in env
+
+
+def test_hardening_hides_other_homes_and_can_be_turned_off(tmp_path):
+    p = props()
+    assert p["ProtectHome"] == ("s", "tmpfs")
+    assert p["BindPaths"] == ("a(ssbt)", [["/home/alice", "/home/alice", False, 0]])
+    assert p["ProtectSystem"] == ("s", "strict")
+    assert "/run/notebook-appliance/users/alice" in p["ReadWritePaths"][1]
+    assert p["NoNewPrivileges"] == ("b", True)
+    path = tmp_path / "a.toml"
+    path.write_text("[spawner]\nhardening = false\n")
+    assert "ProtectHome" not in props(config.load(path))
+
+
+def test_unit_names_leave_room_for_named_servers():
+    assert units.unit_name("alice") == "notebook-alice.service"
+    assert units.unit_name("alice", "gpu") == "notebook-alice:gpu.service"
+    # '-' is systemd's path separator in names, so it is escaped as systemd-escape(1) does.
+    assert units.unit_name("a-b.c") == "notebook-a\\x2db.c.service"
+    assert units.base_url("alice") == "/user/alice/"
+    assert units.base_url("alice", "gpu") == "/user/alice/gpu/"
+
+
+def test_escape_unit_part_escapes_what_systemd_would():
+    assert escape_unit_part("alice") == "alice"
+    assert escape_unit_part("first.last") == "first.last"
+    assert escape_unit_part("a b") == "a\\x20b"
+    assert escape_unit_part(".hidden") == "\\x2ehidden"
+    assert escape_unit_part("jos\u00e9") == "jos\\xc3\\xa9"
+
+
+def test_unit_object_path_round_trips():
+    for name in ("notebook-alice.service", "notebook-a:b.service", "x\\x20y.slice"):
+        path = unit_object_path(name)
+        assert all(c.isalnum() or c in "/_" for c in path)
+        assert unit_name_from_path(path) == name
+    assert unit_object_path("notebook-alice.service") == \
+        "/org/freedesktop/systemd1/unit/notebook_2dalice_2eservice"
+
+
+def test_exit_reasons_are_plain_words():
+    gib = 2**30
+    assert "1 GiB memory limit" in exit_reason("oom-kill", 0, gib)
+    assert "1 GiB memory limit" in exit_reason("signal", 9, gib, oom=True)
+    assert "signal 9" in exit_reason("signal", 9, gib)
+    assert "status 3" in exit_reason("exit-code", 3, gib)
+    assert exit_reason("success", 0, gib) == "Your server stopped."
