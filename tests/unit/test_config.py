@@ -58,7 +58,7 @@ def test_defaults():
     assert c.hub == config.HubConfig(
         listen="0.0.0.0", port=8000, state_dir=Path("/var/lib/notebook-appliance"),
         runtime_dir=Path("/run/notebook-appliance"), session_max_age=14 * 86400.0,
-        ssl_cert=None, ssl_key=None)
+        ssl_cert=None, ssl_key=None, redirect_port=0)
     assert c.auth == config.AuthConfig(
         pam_service="notebook-appliance", min_uid=1000, allowed_groups=(),
         admin_group="notebook-admins", admin_users=(), pam_threads=4)
@@ -87,7 +87,7 @@ def test_full_file(tmp_path):
     assert c.hub == config.HubConfig(
         listen="::", port=8443, state_dir=Path("/srv/state"), runtime_dir=Path("/run/nb"),
         session_max_age=5400.0, ssl_cert=Path("/etc/ssl/nb.pem"),
-        ssl_key=Path("/etc/ssl/private/nb.key"))
+        ssl_key=Path("/etc/ssl/private/nb.key"), redirect_port=0)
     assert c.auth == config.AuthConfig(
         pam_service="login", min_uid=2000, allowed_groups=("students", "staff"),
         admin_group="", admin_users=("alice",), pam_threads=8)
@@ -117,7 +117,7 @@ BAD = [
      'hub.state_dir: expected an absolute path, got "var/lib/x"'),
     ("[hub]\nprot = 8000",
      "hub.prot: unknown key, expected one of: listen, port, state_dir, runtime_dir, "
-     "session_max_age, ssl_cert, ssl_key"),
+     "session_max_age, ssl_cert, ssl_key, redirect_port"),
     ("[hubb]\nport = 8000",
      "hubb: unknown section, expected one of: hub, auth, spawner, limits"),
     ("hub = 3", "hub: expected a table [hub], got 3"),
