@@ -122,6 +122,7 @@ class Spawner:
         server.notice, server.oom_kills = "", 0
         server.started = time.time()
         server.token = self._server_token(server)
+        await self.store.save_server(server.record())  # a restarted hub must know of it
         await self._emit(server, 0, "Server requested")
         server.task = asyncio.create_task(self._spawn(server, owner), name=f"spawn-{owner.name}")
         return server
@@ -136,6 +137,14 @@ class Spawner:
         """The spawn itself; any failure stops the unit and is told to the user."""
         try:
             await self._launch(server, owner)
+        except (SpawnError, SystemdError, OSError, asyncio.TimeoutError) as e:
+            await self._spawn_failed(server, e)
+            return
+        await self._finish_spawn(server)
+
+    async def _finish_spawn(self, server: Server) -> None:
+        """Wait until the launched server answers, then mark it ready (or failed)."""
+        try:
             await self._wait_answering(server)
         except (SpawnError, SystemdError, OSError, asyncio.TimeoutError) as e:
             await self._spawn_failed(server, e)
@@ -264,6 +273,13 @@ class Spawner:
             server.oom_kills = -1
             await self._set_state(server, RUNNING)
             log.info("user=%s adopted running %s", server.user, server.unit)
+            return
+        if state.running:
+            # The hub went down mid-spawn: the unit runs but Jupyter is not up yet.
+            log.info("user=%s adopting %s, still starting", server.user, server.unit)
+            server.state = STARTING
+            await self._emit(server, 50, "Server process running, waiting for Jupyter to answer")
+            server.task = asyncio.create_task(self._finish_spawn(server))
             return
         log.info("user=%s %s is gone (%s); marked stopped", server.user, server.unit,
                  state.active_state)

@@ -137,8 +137,9 @@ async def stop_units(server: TestServer) -> None:
     if spawner is None or spawner.systemd._bus is None:
         return
     for s in list(spawner.servers.values()):
-        await spawner.systemd.stop(s.unit)
-        await spawner.systemd.reset_failed(s.unit)
+        if s.state in ("starting", "running"):
+            await spawner.stop(s.user)
+        await spawner.systemd.stop(s.unit)  # also units whose hub record says stopped
 
 
 def booted() -> bool:

@@ -165,3 +165,25 @@ async def test_server_that_cannot_start_fails_with_a_reason(start_hub, hub_confi
     assert events[-1]["failed"] is True
     assert "status 3" in events[-1]["message"]
     assert hub.app["spawner"].get(alice.name).state == "stopped"
+
+
+async def test_hub_stopped_mid_spawn_finishes_the_spawn_after_restart(start_hub, hub_config,
+                                                                     make_user):
+    alice = make_user()
+    cfg = hub_config()
+    hub1 = await start_hub(cfg)
+    token = cli(cfg, "token", alice.name)
+    account = await hub1.app["auth"].account(alice.name)
+    spawner = hub1.app["spawner"]
+    server = await spawner.start(units.Owner(account.name, account.uid, account.gid,
+                                             account.home, account.shell))
+    # Stop the hub once the unit runs but before Jupyter answers on its socket.
+    await wait_for(lambda: server.events[-1]["progress"] >= 50, timeout=30)
+    assert not server.ready
+    await hub1.close()
+    hub2 = await start_hub(cfg)
+    async with Browser(hub2, token=token) as api:
+        events = await api.progress(alice.name)
+        assert events[-1].get("ready") is True, events
+        async with api.request("GET", f"/user/{alice.name}/api/status") as r:
+            assert r.status == 200
