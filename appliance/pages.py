@@ -139,11 +139,21 @@ async def home(request: web.Request) -> web.Response:
                   cpu=limits.cpu)
 
 
-def may_act(identity, name: str) -> None:
-    """Only the owner or an admin may start, stop or watch a server."""
+async def server_in_url(request: web.Request):
+    """The server named in the URL; only its owner or an admin may start, stop or watch it."""
+    identity = await current(request)
+    name = request.match_info["name"]
     if identity.name != name and not identity.admin:
         raise Forbidden(f"{identity.name} may not act on {name}",
                         user_message="This is not your server.")
+    return request.app["spawner"].get(name)
+
+
+async def checked_form(request: web.Request):
+    """The POSTed form, after the CSRF check."""
+    form = await request.post()
+    check_xsrf(request, form.get("_xsrf"))
+    return form
 
 
 async def spawn_self(request: web.Request) -> web.Response:
@@ -154,10 +164,8 @@ async def spawn_self(request: web.Request) -> web.Response:
 
 async def spawn_form(request: web.Request) -> web.Response:
     """GET /hub/spawn/{name}: running servers are opened, stopped ones offer a button."""
-    identity = await current(request)
-    name = request.match_info["name"]
-    may_act(identity, name)
-    server = request.app["spawner"].get(name)
+    server = await server_in_url(request)
+    name = server.user
     target = safe_next(request.query.get("next"), server.url)
     if server.ready:
         return redirect(target)
@@ -169,36 +177,26 @@ async def spawn_form(request: web.Request) -> web.Response:
 
 async def spawn_submit(request: web.Request) -> web.Response:
     """POST /hub/spawn/{name}: start the server, then watch it on the pending page."""
-    identity = await current(request)
-    name = request.match_info["name"]
-    may_act(identity, name)
-    form = await request.post()
-    check_xsrf(request, form.get("_xsrf"))
-    server = request.app["spawner"].get(name)
+    server = await server_in_url(request)
+    form = await checked_form(request)
     if server.state == "stopped":
-        await request.app["spawner"].start(await owner_of(request, name))
+        await request.app["spawner"].start(await owner_of(request, server.user))
     target = safe_next(str(form.get("next", "")), server.url)
-    return redirect(f"/hub/spawn-pending/{quote(name)}?next={quote(target)}")
+    return redirect(f"/hub/spawn-pending/{quote(server.user)}?next={quote(target)}")
 
 
 async def stop_submit(request: web.Request) -> web.Response:
     """POST /hub/stop/{name}: stop the server and go home."""
-    identity = await current(request)
-    name = request.match_info["name"]
-    may_act(identity, name)
-    form = await request.post()
-    check_xsrf(request, form.get("_xsrf"))
-    await request.app["spawner"].stop(name)
+    server = await server_in_url(request)
+    await checked_form(request)
+    await request.app["spawner"].stop(server.user)
     return redirect("/hub/home")
 
 
 async def spawn_pending(request: web.Request) -> web.Response:
     """GET /hub/spawn-pending/{name}: a progress bar fed by the progress event stream."""
-    identity = await current(request)
-    name = request.match_info["name"]
-    may_act(identity, name)
-    server = request.app["spawner"].get(name)
+    server = await server_in_url(request)
     target = safe_next(request.query.get("next"), server.url)
     if server.ready:
         return redirect(target)
-    return render(request, "spawn_pending.html", name=name, server=server, next=target)
+    return render(request, "spawn_pending.html", name=server.user, server=server, next=target)

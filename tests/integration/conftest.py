@@ -10,6 +10,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,13 @@ REPO = Path(__file__).resolve().parents[2]
 def run(*argv: str, input: str | None = None) -> None:
     """Run a system command; fail loudly with its output."""
     subprocess.run(argv, input=input, text=True, check=True, capture_output=True)
+
+
+def cli(cfg, *args: str) -> str:
+    """Run the real `notebook-appliance` CLI against the test config."""
+    out = subprocess.run([sys.executable, "-m", "appliance", "--config", cfg.source, *args],
+                         capture_output=True, text=True, check=True)
+    return out.stdout.strip()
 
 
 class OSUser:

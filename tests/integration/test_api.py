@@ -6,16 +6,9 @@ import sys
 import pytest
 
 from .browser import Browser
-from .conftest import booted
+from .conftest import booted, cli
 
 pytestmark = [pytest.mark.systemd, pytest.mark.pam]
-
-
-def cli(cfg, *args: str) -> str:
-    """Run the real `notebook-appliance` CLI against the test config."""
-    out = subprocess.run([sys.executable, "-m", "appliance", "--config", cfg.source, *args],
-                         capture_output=True, text=True, check=True)
-    return out.stdout.strip()
 
 
 async def test_version_needs_no_auth_and_user_needs_a_token(start_hub, hub_config, make_user):

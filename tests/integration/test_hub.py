@@ -4,7 +4,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 
 import pytest
 
@@ -12,15 +11,9 @@ from appliance import units
 from appliance.systemd import SERVICE, UNIT
 
 from .browser import Browser
+from .conftest import cli
 
 pytestmark = [pytest.mark.systemd, pytest.mark.pam]
-
-
-def cli(cfg, *args: str) -> str:
-    """Run the real `notebook-appliance` CLI against the test config."""
-    out = subprocess.run([sys.executable, "-m", "appliance", "--config", cfg.source, *args],
-                         capture_output=True, text=True, check=True)
-    return out.stdout.strip()
 
 
 async def spawn_via_form(browser: Browser, name: str) -> list[dict]:
