@@ -28,9 +28,14 @@ HERE = Path(__file__).parent
 
 def setup(app: web.Application) -> None:
     """Load the templates and register the page routes."""
-    app["jinja"] = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(HERE / "templates"),
-        autoescape=True, undefined=jinja2.StrictUndefined)
+    # auto_reload=False and every template compiled now: rendering never touches the disk
+    # from the event loop.
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
+                             autoescape=True, undefined=jinja2.StrictUndefined,
+                             auto_reload=False)
+    for name in env.list_templates(extensions=["html"]):
+        env.get_template(name)
+    app["jinja"] = env
     r = app.router
     r.add_get("/", to_hub_root)
     r.add_get("/hub", to_hub_root)

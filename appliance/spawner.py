@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 STOPPED, STARTING, RUNNING, STOPPING = "stopped", "starting", "running", "stopping"
 PROBE_INTERVAL = 0.02
+ACTIVITY_SECONDS = 60.0
 
 
 @dataclass(eq=False)
@@ -81,11 +82,21 @@ class Spawner:
         self.argv = argv + [f"--config={units.JUPYTER_CONFIG}"]
         self._secret = secret
         self.servers: dict[str, Server] = {}
-        self._oom_task: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task] = []
 
     def start_watching(self) -> None:
-        """Begin polling running servers for OOM kills (see oomwatch)."""
-        self._oom_task = asyncio.create_task(oomwatch.watch(self), name="oomwatch")
+        """Begin polling running servers for OOM kills and saving their activity."""
+        self._tasks = [asyncio.create_task(oomwatch.watch(self), name="oomwatch"),
+                       asyncio.create_task(self._save_activity(), name="activity")]
+
+    async def _save_activity(self) -> None:
+        """Every ACTIVITY_SECONDS, write the running servers' last activity to the store."""
+        while True:
+            await asyncio.sleep(ACTIVITY_SECONDS)
+            for server in self.running():
+                await self.store.save_server(server.record())
+                if server.last_activity:
+                    await self.store.touch_user(server.user, server.last_activity)
 
     def oom_counted(self, server: Server, count: int) -> None:
         """A new oom_kill reading: a rise means a process (usually a kernel) was killed."""
@@ -289,8 +300,8 @@ class Spawner:
 
     async def close(self) -> None:
         """Hub shutdown: servers keep running in their own units; only relays are closed."""
-        if self._oom_task is not None:
-            self._oom_task.cancel()
+        for task in self._tasks:
+            task.cancel()
         for server in self.servers.values():
             for task in (server.task, server.exit_task):
                 if task is not None and not task.done():
