@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 JUPYTERHUB_API_VERSION = "4.0.0"
 #: How long POST/DELETE wait before answering 202 (JupyterHub's slow_spawn_timeout).
 SLOW_TIMEOUT = 10.0
+#: Event-stream keepalive interval (JupyterHub uses 8 s).
+KEEPALIVE_SECONDS = 8.0
 
 
 def setup(app: web.Application) -> None:
@@ -136,6 +138,9 @@ async def start_server(request: web.Request) -> web.Response:
     """POST /hub/api/users/{name}/server: 201 when ready within SLOW_TIMEOUT, else 202."""
     _, name = await require_access(request)
     spawner = request.app["spawner"]
+    server = spawner.get(name)
+    if server.pending == "spawn":  # as JupyterHub: asking again while it starts is fine
+        return web.json_response(server_model(server), status=202)
     server = await spawner.start(await owner_of(request, name))
     ready = await spawner.wait_ready(server, SLOW_TIMEOUT)
     if not ready and server.state == "stopped":
@@ -146,6 +151,11 @@ async def start_server(request: web.Request) -> web.Response:
 async def stop_server(request: web.Request) -> web.Response:
     """DELETE /hub/api/users/{name}/server: 204 when stopped, 202 while still stopping."""
     _, name = await require_access(request)
+    server = request.app["spawner"].get(name)
+    if server.state == "stopped":
+        return web.Response(status=204)
+    if server.pending == "stop":
+        return web.Response(status=202)
     task = asyncio.ensure_future(request.app["spawner"].stop(name))
     done, _ = await asyncio.wait({task}, timeout=SLOW_TIMEOUT)
     if task in done:
@@ -162,12 +172,23 @@ async def progress(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})
     await response.prepare(request)
-    if server.ready and not server.events:
-        await _send_event(response, {"progress": 100, "ready": True, "url": server.url,
-                                     "message": f"Server ready at {server.url}"})
-    async for event in spawner.progress(server):
-        await _send_event(response, event)
+    keepalive = asyncio.create_task(_keepalive(response))
+    try:
+        if server.ready and not server.events:
+            await _send_event(response, {"progress": 100, "ready": True, "url": server.url,
+                                         "message": f"Server ready at {server.url}"})
+        async for event in spawner.progress(server):
+            await _send_event(response, event)
+    finally:
+        keepalive.cancel()
     return response
+
+
+async def _keepalive(response: web.StreamResponse) -> None:
+    """Blank lines every few seconds so intermediate proxies keep a slow stream open."""
+    while True:
+        await asyncio.sleep(KEEPALIVE_SECONDS)
+        await response.write(b"\n\n")
 
 
 async def _send_event(response: web.StreamResponse, event: dict) -> None:
