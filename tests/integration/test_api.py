@@ -160,3 +160,24 @@ def test_token_cli_refuses_root_and_unknown_users(hub_config):
         out = subprocess.run([sys.executable, "-m", "appliance", "--config", cfg.source,
                               "token", name], capture_output=True, text=True)
         assert out.returncode != 0 and out.stdout == ""
+
+
+async def test_server_start_stop_status_codes_follow_jupyterhub(start_hub, hub_config,
+                                                                make_user):
+    alice = make_user()
+    cfg = hub_config()
+    hub = await start_hub(cfg)
+    async with Browser(hub, token=cli(cfg, "token", alice.name)) as api:
+        path = f"/hub/api/users/{alice.name}/server"
+        async with api.request("POST", path) as r:
+            assert r.status in (201, 202)
+        await api.progress(alice.name)
+        async with api.request("POST", path) as r:
+            assert r.status == 400 and "already running" in (await r.json())["message"]
+        async with api.request("DELETE", path) as r:
+            assert r.status == 204
+        async with api.request("DELETE", path) as r:
+            assert r.status == 204
+        async with api.request("GET", f"/hub/api/users/{alice.name}") as r:
+            model = await r.json()
+        assert model["server"] is None and model["servers"] == {}
