@@ -17,7 +17,17 @@ if [ -f "$ROOT/.complete" ]; then
 fi
 
 mkdir -p "$CACHE"
-rm -rf "$ROOT" "$ROOT.tmp"
+# One builder at a time (flock(1)): a second one would rm -rf the first one's
+# tree while the host's /dev is bind-mounted into it.
+exec 9>"$CACHE/.lock"
+flock 9
+if [ -f "$ROOT/.complete" ]; then
+    echo "$ROOT"
+    exit 0
+fi
+# A builder killed mid-way may have left its bind mounts; never recurse into them.
+umount "$ROOT.tmp/proc" "$ROOT.tmp/dev" 2>/dev/null || true
+rm -rf --one-file-system "$ROOT" "$ROOT.tmp"
 log() { echo "rootfs: $*" >&2; }
 log "debootstrap bookworm into $ROOT.tmp (about a minute)"
 debootstrap --variant=minbase \
