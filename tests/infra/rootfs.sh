@@ -8,7 +8,8 @@ MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 CACHE=${APPLIANCE_TEST_CACHE:-/var/cache/notebook-appliance-tests}
 HERE=$(dirname "$(readlink -f "$0")")
 PACKAGES=$(grep -v '^#' "$HERE/rootfs-packages.txt" | tr '\n' ' ')
-KEY=$(printf '%s' "$PACKAGES v2" | sha256sum | cut -c1-16)
+# Bump the suffix when what this script does changes (v3: /etc/hosts).
+KEY=$(printf '%s' "$PACKAGES v3" | sha256sum | cut -c1-16)
 ROOT="$CACHE/rootfs-$KEY"
 
 if [ -f "$ROOT/.complete" ]; then
@@ -46,6 +47,9 @@ umount "$ROOT.tmp/proc" "$ROOT.tmp/dev"
 trap - EXIT
 rm -f "$ROOT.tmp/usr/sbin/policy-rc.d"
 echo "appliance-test" > "$ROOT.tmp/etc/hostname"
+# debootstrap writes no /etc/hosts, and without one "localhost" does not resolve
+# (chromedriver's clients connect to http://localhost:PORT).
+printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' > "$ROOT.tmp/etc/hosts"
 touch "$ROOT.tmp/.complete"
 mv "$ROOT.tmp" "$ROOT"
 echo "$ROOT"
