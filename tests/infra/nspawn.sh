@@ -8,6 +8,10 @@
 #   COMMAND runs with cwd /src and a clean environment that has
 #           APPLIANCE_BOOTED_SYSTEMD=1; default: an interactive bash.
 # Environment: APPLIANCE_BOOT_TIMEOUT (seconds, default 60).
+#              APPLIANCE_ARTIFACTS (optional): a host directory bind-mounted
+#              writable at /artifacts, so files a test makes (screenshots) can
+#              leave the volatile container; COMMAND then sees
+#              APPLIANCE_ARTIFACTS=/artifacts. Unset: no writable bind at all.
 #
 # The container shares the host's network (no --private-network), so a port
 # bound inside is reachable on the host's 127.0.0.1. Its cgroup v1
@@ -23,9 +27,14 @@ SRC=$(readlink -f "$2")
 shift 2
 [ $# -gt 0 ] || set -- bash -l
 BOOT_TIMEOUT=${APPLIANCE_BOOT_TIMEOUT:-60}
+ARTIFACTS=${APPLIANCE_ARTIFACTS:-}
 log() { echo "nspawn: $*" >&2; }
 
 [ -f "$ROOTFS/.complete" ] || { log "$ROOTFS is not a finished rootfs (run tests/infra/rootfs.sh)"; exit 2; }
+if [ -n "$ARTIFACTS" ]; then
+    mkdir -p "$ARTIFACTS"
+    ARTIFACTS=$(readlink -f "$ARTIFACTS")
+fi
 command -v systemd-nspawn >/dev/null || { log "systemd-nspawn missing: apt-get install systemd-container (or make deps)"; exit 2; }
 
 WORK=$(mktemp -d /tmp/appliance-nspawn.XXXXXX)
@@ -82,6 +91,7 @@ setsid setpriv --pdeathsig TERM systemd-nspawn --quiet \
     --directory="$ROOTFS" --machine="$MACHINE" \
     --boot --register=no --keep-unit --volatile=overlay \
     --bind-ro="$SRC:/src" \
+    ${ARTIFACTS:+--bind="$ARTIFACTS:/artifacts"} \
     --console=passive \
     </dev/null >"$WORK/console.log" 2>&1 &
 NSPAWN_PID=$!
@@ -130,5 +140,6 @@ nsenter -t "$INIT_PID" -a \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     HOME=/root LANG=C.UTF-8 TERM="${TERM:-dumb}" \
     APPLIANCE_BOOTED_SYSTEMD=1 \
+    ${ARTIFACTS:+APPLIANCE_ARTIFACTS=/artifacts} \
     "$@" || rc=$?
 exit "$rc"
