@@ -4,10 +4,16 @@
 # Pinned so the lint gives the same answer on every machine and in CI.
 RUFF_VERSION = 0.17.6
 
-.PHONY: test deps
+.PHONY: test deps bench
 
 test:
 	tests/run
+
+# Figures, not a test: the hub vs direct to a real notebook server, spawn overhead and a
+# classroom burst, in the booted container (BENCH_ARGS="--quick --burst 5" for a short run).
+bench:
+	tests/infra/nspawn.sh "$$(tests/infra/rootfs.sh)" . \
+	    env PYTHONPATH=/src python3 /src/tests/bench/bench_hub.py $(BENCH_ARGS)
 
 deps:
 	apt-get update -q
