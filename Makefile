@@ -4,10 +4,19 @@
 # Pinned so the lint gives the same answer on every machine and in CI.
 RUFF_VERSION = 0.17.6
 
-.PHONY: test deps bench
+.PHONY: test deps bench test-vm demo
 
 test:
 	tests/run
+
+# Only the VM tier: the installed .deb on a booted qemu VM (tests/system/).
+test-vm:
+	tests/run tests/system
+
+# Try it: build the .deb, boot a VM with it installed and demo users, print the
+# URL and the logins; Ctrl-C stops the VM.
+demo: deb
+	/usr/bin/python3 -m tests.vm.demo
 
 # Figures, not a test: the hub vs direct to a real notebook server, spawn overhead and a
 # classroom burst, in the booted container (BENCH_ARGS="--quick --burst 5" for a short run).
@@ -18,6 +27,11 @@ bench:
 deps:
 	apt-get update -q
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap systemd-container procps
+	# The VM tier (tests/system/, make demo) runs on the host: qemu, ssh, Debian's pytest/aiohttp.
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-system-x86 qemu-utils \
+	    openssh-client python3-pytest python3-pytest-aiohttp python3-aiohttp
+	# Only to validate vagrant/Vagrantfile: not its recommended libvirt stack.
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends vagrant
 	python3 -m pip install -q 'ruff==$(RUFF_VERSION)'
 	# pyenv only puts a new console script on PATH after a rehash.
 	if command -v pyenv >/dev/null; then pyenv rehash; fi
