@@ -4,6 +4,7 @@ Usage: python3 -m tests.vm.demo [path/to/notebook-appliance_VERSION_all.deb]
 (default: the newest .deb in build/). Needs root, qemu and debootstrap (`make deps`).
 """
 
+import signal
 import socket
 import sys
 import time
@@ -49,9 +50,18 @@ def set_up(vm: VM, deb: Path) -> None:
            "'echo \"Welcome! Course data lives here.\" > /srv/data/README.txt'")
 
 
+def stop_on_signal(signum, frame) -> None:
+    """Turn a TERM into the same orderly stop as Ctrl-C."""
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     """Boot, install, print how to log in, and keep the VM up until Ctrl-C."""
     deb = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else newest_deb()
+    # Ctrl-C, or a TERM from whoever started us, stops the VM on the way out (even when the
+    # shell that started us in the background set SIGINT to ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, stop_on_signal)
     print("demo: building or reusing the VM image (first time: a few minutes)", flush=True)
     try:
         with VM(build_image(), hub_port=8000 if port_free(8000) else None) as vm:
