@@ -125,6 +125,7 @@ _slice = _check(lambda v: isinstance(v, str) and len(v) <= 255 and _SLICE.fullma
 _groups = _list(_name("a group name"), "expected a list of group names")
 _users = _list(_name("a user name"), "expected a list of user names")
 _argv = _list(_string, "expected a non-empty list of strings", nonempty=True)
+_abs_paths = _list(_abs_path, "expected a list of absolute paths")
 _url_path = _check(lambda v: isinstance(v, str) and re.fullmatch(r"/\S*", v),
                    'expected a URL path starting with "/"')
 
@@ -204,6 +205,8 @@ class SpawnerConfig:
         "Sandbox each server unit (ProtectSystem=, PrivateTmp=, ...).")
     default_url: str = _opt("/tree", _url_path,
         "Page inside the user's server the browser opens first.")
+    shared_paths: tuple[Path, ...] = _opt(["/srv/data"], _abs_paths,
+        "Directories outside homes a server may write to, as file permissions allow.")
     environment: tuple[tuple[str, str], ...] = _opt({}, _environment,
         'Extra environment for every server, e.g. { LANG = "C.UTF-8" }.')
 

@@ -130,14 +130,19 @@ class Upstream:
 
 
 async def relay(request: web.Request, upstream: Upstream, path: str, *,
-                hub_cookies: frozenset[str]) -> web.StreamResponse:
-    """Relay one request (plain HTTP or websocket upgrade) to upstream at path (+ query)."""
+                hub_cookies: frozenset[str], websockets: set | None = None
+                ) -> web.StreamResponse:
+    """Relay one request (plain HTTP or websocket upgrade) to upstream at path (+ query).
+
+    Open browser websockets are kept in `websockets` while they last, for close_all().
+    """
     query = request.raw_path.partition("?")[2]
     url = URL.build(scheme="http", host="notebook", path=path, query_string=query,
                     encoded=True)
     headers = _request_headers(request, upstream.token, hub_cookies)
     if _is_websocket(request):
-        return await _relay_websocket(request, upstream, url, headers)
+        return await _relay_websocket(request, upstream, url, headers,
+                                      set() if websockets is None else websockets)
     return await _relay_http(request, upstream, url, headers, hub_cookies)
 
 
@@ -281,7 +286,7 @@ def _upstream_error(upstream: Upstream, err: Exception) -> errors.UpstreamError:
 
 
 async def _relay_websocket(request: web.Request, upstream: Upstream, url: URL,
-                           headers: CIMultiDict) -> web.StreamResponse:
+                           headers: CIMultiDict, websockets: set) -> web.StreamResponse:
     """Open the upstream websocket first, then accept the browser's and relay both ways."""
     protocols = [p.strip() for value in request.headers.getall(hdrs.SEC_WEBSOCKET_PROTOCOL, ())
                  for p in value.split(",") if p.strip()]
@@ -301,10 +306,22 @@ async def _relay_websocket(request: web.Request, upstream: Upstream, url: URL,
             protocols=(ws_up.protocol,) if ws_up.protocol else (),
             autoping=True, max_msg_size=0, compress=False)
         await ws_down.prepare(request)
+        websockets.add(ws_down)
         await _pump_both_ways(ws_down, ws_up)
     finally:
+        websockets.discard(ws_down)
         await ws_up.close()
     return ws_down
+
+
+async def close_all(websockets: set) -> None:
+    """Hub shutdown: close browser websockets with 1001 "going away" (RFC 6455 §7.4.1).
+
+    Jupyter's front end reconnects on its own, to the restarted hub; without this, aiohttp's
+    shutdown would wait its full timeout for these long-lived handlers.
+    """
+    await asyncio.gather(*(ws.close(code=1001, message=b"hub restarting")
+                           for ws in list(websockets)), return_exceptions=True)
 
 
 async def _pump_both_ways(ws_down: web.WebSocketResponse,

@@ -68,7 +68,7 @@ def unit_properties(cfg: Config, owner: Owner, paths: ServerPaths, argv: list[st
         ("Slice", "s", cfg.spawner.slice),
         ("TimeoutStopUSec", "t", int(cfg.spawner.stop_timeout * 1e6)),
     ]
-    return props + limit_properties(cfg) + (hardening_properties(owner, paths)
+    return props + limit_properties(cfg) + (hardening_properties(cfg, owner, paths)
                                             if cfg.spawner.hardening else [])
 
 
@@ -103,7 +103,7 @@ def limit_properties(cfg: Config) -> list[Property]:
     ]
 
 
-def hardening_properties(owner: Owner, paths: ServerPaths) -> list[Property]:
+def hardening_properties(cfg: Config, owner: Owner, paths: ServerPaths) -> list[Property]:
     """Sandboxing (systemd.exec(5)); `systemd-analyze security` goes from 9.2 to about 2."""
     return [
         ("NoNewPrivileges", "b", True),
@@ -113,7 +113,10 @@ def hardening_properties(owner: Owner, paths: ServerPaths) -> list[Property]:
         # Other users' homes are hidden: an empty tmpfs on /home with only this one bound in.
         ("ProtectHome", "s", "tmpfs"),
         ("BindPaths", "a(ssbt)", [[owner.home, owner.home, False, 0]]),
-        ("ReadWritePaths", "as", [owner.home, str(paths.directory)]),
+        # Shared data (/srv/data) stays writable to whom its permissions allow (instructors);
+        # "-": a path that does not exist is skipped rather than failing the start.
+        ("ReadWritePaths", "as", [owner.home, str(paths.directory)]
+         + [f"-{p}" for p in cfg.spawner.shared_paths]),
         ("ProtectKernelTunables", "b", True),
         ("ProtectKernelModules", "b", True),
         ("ProtectKernelLogs", "b", True),

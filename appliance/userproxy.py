@@ -11,12 +11,19 @@ from aiohttp import web
 
 from appliance.errors import Forbidden, NotFound, ServerNotRunning
 from appliance.identity import HUB_COOKIES
-from appliance.proxy import normalise_user_path, relay
+from appliance.proxy import close_all, normalise_user_path, relay
 
 
 def setup(app: web.Application) -> None:
-    """Route everything under /user/ to the proxy handler."""
+    """Route everything under /user/ to the proxy handler; close websockets on shutdown."""
+    app["websockets"] = set()
     app.router.add_route("*", "/user/{tail:.*}", handle_user_request)
+    app.on_shutdown.append(close_websockets)
+
+
+async def close_websockets(app: web.Application) -> None:
+    """Close every relayed websocket, so a hub restart does not wait on them."""
+    await close_all(app["websockets"])
 
 
 def is_api_request(request: web.Request, path: str, user: str) -> bool:
@@ -45,7 +52,8 @@ async def handle_user_request(request: web.Request) -> web.StreamResponse:
     if not server.ready:
         return not_running(request, server, path, user)
     server.last_activity = time.time()
-    return await relay(request, server.upstream, path, hub_cookies=HUB_COOKIES)
+    return await relay(request, server.upstream, path, hub_cookies=HUB_COOKIES,
+                       websockets=request.app["websockets"])
 
 
 def not_running(request: web.Request, server, path: str, user: str) -> web.StreamResponse:

@@ -60,6 +60,8 @@ def test_hardening_hides_other_homes_and_can_be_turned_off(tmp_path):
     assert p["BindPaths"] == ("a(ssbt)", [["/home/alice", "/home/alice", False, 0]])
     assert p["ProtectSystem"] == ("s", "strict")
     assert "/run/notebook-appliance/users/alice" in p["ReadWritePaths"][1]
+    # Shared data stays writable where its permissions allow; a missing one is skipped.
+    assert "-/srv/data" in p["ReadWritePaths"][1]
     assert p["NoNewPrivileges"] == ("b", True)
     path = tmp_path / "a.toml"
     path.write_text("[spawner]\nhardening = false\n")
