@@ -44,11 +44,11 @@ class Notifier:
             return None
         return int(usec) / 2e6
 
-    async def watchdog(self, status) -> None:
+    async def watchdog(self) -> None:
         """Ping WATCHDOG=1 from the event loop: a blocked loop misses pings and gets restarted."""
         interval = self.watchdog_interval()
         if interval is None:
             return
         while True:
-            self.send(f"WATCHDOG=1\nSTATUS={status()}")
+            self.send("WATCHDOG=1")
             await asyncio.sleep(interval)

@@ -19,12 +19,32 @@ log = logging.getLogger(__name__)
 SD_LISTEN_FDS_START = 3
 
 
-def status_line(app: web.Application) -> str:
+#: How often STATUS= is refreshed for `systemctl status`.
+STATUS_EVERY = 10.0
+#: On stop, after the listener closes: requests on connections accepted just before get this
+#: long to arrive, before aiohttp closes connections that have not sent one yet.
+ACCEPT_GRACE = 1.0
+#: How long open requests may go on after a stop (within the unit's TimeoutStopSec=30s).
+SHUTDOWN_TIMEOUT = 20.0
+
+
+async def status_line(app: web.Application) -> str:
     """What `systemctl status notebook-appliance` shows."""
     spawner = app["spawner"]
     running = len(spawner.running())
     pending = sum(1 for s in spawner.servers.values() if s.pending)
-    return f"{running} servers running, {pending} pending"
+    users = await app["store"].logged_in_users()
+    return f"{users} users logged in, {running} servers running, {pending} pending"
+
+
+async def report_status(app: web.Application, notifier: Notifier) -> None:
+    """Keep STATUS= current; a failed count is logged and tried again, never fatal."""
+    while True:
+        await asyncio.sleep(STATUS_EVERY)
+        try:
+            notifier.status(await status_line(app))
+        except Exception:
+            log.exception("could not update the status line")
 
 
 def ssl_context(cfg: Config) -> ssl.SSLContext | None:
@@ -52,11 +72,12 @@ async def start_sites(runner: web.AppRunner, cfg: Config) -> None:
     tls = ssl_context(cfg)
     sockets = activated_sockets()
     for sock in sockets:
-        await web.SockSite(runner, sock, ssl_context=tls).start()
+        await web.SockSite(runner, sock, ssl_context=tls,
+                           shutdown_timeout=SHUTDOWN_TIMEOUT).start()
         log.info("hub serving on socket-activated %s", sock.getsockname())
     if not sockets:
         await web.TCPSite(runner, cfg.hub.listen, cfg.hub.port, ssl_context=tls,
-                          reuse_address=True).start()
+                          reuse_address=True, shutdown_timeout=SHUTDOWN_TIMEOUT).start()
         log.info("hub listening on %s:%s", cfg.hub.listen, cfg.hub.port)
 
 
@@ -79,23 +100,37 @@ async def start_redirect(cfg: Config) -> web.AppRunner | None:
     return runner
 
 
+async def let_accepted_requests_arrive(app: web.Application) -> None:
+    """Shutdown step between closing the listener and closing idle connections.
+
+    A client that connected just before a restart has sent, or is about to send, its request
+    on a connection this hub already accepted; without the pause aiohttp would close that
+    connection unanswered. Connections not yet accepted stay queued on systemd's socket for
+    the next hub.
+    """
+    await asyncio.sleep(ACCEPT_GRACE)
+
+
 async def serve(cfg: Config) -> None:
     """Start everything (READY=1 only once bound and reconciled), run until a signal."""
     notifier = Notifier()
     app = build_app(cfg)
+    app.on_shutdown.append(let_accepted_requests_arrive)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()  # runs the cleanup contexts: store, systemd, reconcile
     await start_sites(runner, cfg)
     redirect = await start_redirect(cfg)
-    notifier.ready(status_line(app))
+    notifier.ready(await status_line(app))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    watchdog = asyncio.create_task(notifier.watchdog(lambda: status_line(app)))
+    background = [asyncio.create_task(notifier.watchdog()),
+                  asyncio.create_task(report_status(app, notifier))]
     await stop.wait()
     notifier.stopping()
-    watchdog.cancel()
+    for task in background:
+        task.cancel()
     if redirect is not None:
         await redirect.cleanup()
     await runner.cleanup()

@@ -174,6 +174,12 @@ class Store:
         """Forget sessions past their expiry."""
         await self._run(self._q, "DELETE FROM sessions WHERE expires<=?", time.time())
 
+    async def logged_in_users(self) -> int:
+        """How many users hold at least one live session."""
+        rows = await self._run(self._q, "SELECT COUNT(DISTINCT user) FROM sessions "
+                               "WHERE expires>?", time.time())
+        return rows[0][0]
+
     async def create_token(self, user: str, note: str = "") -> str:
         """Issue an API token for user; returns it (only its hash is stored)."""
         return await self._run(self.create_token_sync, user, note)

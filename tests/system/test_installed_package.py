@@ -125,6 +125,32 @@ def test_unit_runs_as_user_with_limits(vm, state):
     assert timespan_usec(props["CPUQuotaPerSecUSec"]) == round(cfg["limits"]["cpu"] * 10**6)
     assert int(props["TasksMax"]) == cfg["limits"]["tasks"]
     assert props["Slice"] == cfg["spawner"]["slice"]
+    # The slice caps all servers together below the machine's memory.
+    total = int(vm.ssh("awk '/MemTotal/ {print $2 * 1024}' /proc/meminfo").stdout)
+    slice_max = show(vm, cfg["spawner"]["slice"], "MemoryMax")["MemoryMax"]
+    print(f"slice MemoryMax={slice_max} of {total} bytes")
+    assert slice_max.isdigit() and int(slice_max) < total
+
+
+def test_hub_unit_is_notify_watchdog_and_hardened(vm, state):
+    """3b. The hub is Type=notify with a watchdog, says what it serves, and is sandboxed."""
+    need(state, "alice_ready")
+    props = show(vm, HUB, "Type", "WatchdogUSec", "StatusText", "User", "ProtectSystem",
+                 "NoNewPrivileges")
+    print(props)
+    assert props["Type"] == "notify"
+    assert timespan_usec(props["WatchdogUSec"]) > 0
+    assert props["ProtectSystem"] == "strict" and props["NoNewPrivileges"] == "yes"
+    # STATUS= is refreshed every 10 s from the event loop.
+    wait_for("STATUS= to count alice", lambda: re.search(
+        r"[1-9]\d* users logged in, [1-9]\d* servers running",
+        show(vm, HUB, "StatusText")["StatusText"]), timeout=60)
+    security = vm.ssh(f"systemd-analyze security --no-pager {HUB}.service", check=False)
+    score = re.search(r"Overall exposure level for \S+: ([\d.]+)", security.stdout)
+    print("systemd-analyze security:", score and score.group(0))
+    # The hub runs as root (PAM, units for any user); the sandbox still keeps it far
+    # below a plain service's 9.6.
+    assert score and float(score.group(1)) <= 5.0, security.stdout[-3000:]
 
 
 SHARED_CHECK = """
@@ -267,6 +293,28 @@ def test_hub_restart_keeps_server(vm, loop, people, state):
     model = alice.json("GET", f"/hub/api/users/{USER1}")
     assert model["servers"][""]["started"] == started, "the server was respawned"
     state["restart_ok"] = True
+
+
+def test_watchdog_restarts_a_frozen_hub(vm, people, state):
+    """7b. A hub whose event loop stops answering is restarted by the watchdog; servers stay."""
+    need(state, "restart_ok")
+    alice = people[USER1]
+    unit = f"notebook-{USER1}.service"
+    pid = show(vm, unit, "MainPID")["MainPID"]
+    hub_pid = show(vm, HUB, "MainPID")["MainPID"]
+    restarts = int(show(vm, HUB, "NRestarts")["NRestarts"])
+    # SIGSTOP freezes the hub as a blocked event loop would: no more WATCHDOG=1.
+    vm.ssh(f"kill -STOP {hub_pid}")
+    wait_for("the watchdog to restart the hub", lambda: (
+        show(vm, HUB, "MainPID")["MainPID"] not in (hub_pid, "0")
+        and is_active(vm, HUB) == "active"), timeout=240, every=5)
+    journal = vm.ssh(f"journalctl -u {HUB} --no-pager -n 40").stdout
+    print(journal[-2000:])
+    assert "Watchdog timeout" in journal
+    assert int(show(vm, HUB, "NRestarts")["NRestarts"]) > restarts
+    assert show(vm, unit, "MainPID")["MainPID"] == pid
+    assert wait_for("alice's server through the restarted hub", lambda: alice.request(
+        "GET", f"/user/{USER1}/api/status")[0] == 200, timeout=120)
 
 
 def test_upgrade_keeps_server_and_config(vm, loop, people, upgrade_deb, state):

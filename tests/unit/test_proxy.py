@@ -18,6 +18,7 @@ from appliance.proxy import (
     HOP_BY_HOP,
     Upstream,
     _normalise_general,
+    close_all,
     normalise_user_path,
     relay,
 )
@@ -160,7 +161,8 @@ async def _front_handler(request: web.Request) -> web.StreamResponse:
     """What the hub does: normalise, then relay; typed errors become their status."""
     try:
         _, path = normalise_user_path(request.raw_path.partition("?")[0])
-        return await relay(request, request.app["upstream"], path, hub_cookies=HUB_COOKIES)
+        return await relay(request, request.app["upstream"], path, hub_cookies=HUB_COOKIES,
+                           websockets=request.app["websockets"])
     except errors.ApplianceError as err:
         return web.Response(status=err.status, text=type(err).__name__)
 
@@ -170,6 +172,7 @@ async def _front(aiohttp_client, socket_path: str):
     app = web.Application()
     upstream = Upstream(socket_path, TOKEN)
     app["upstream"] = upstream
+    app["websockets"] = set()
 
     async def close_upstream(app):
         await upstream.close()
@@ -498,3 +501,19 @@ async def test_websocket_leaves_no_tasks(client, notebook):
         await ws.close()
     await asyncio.sleep(0.1)
     assert len(asyncio.all_tasks()) <= before
+
+
+async def test_close_all_ends_open_websockets_going_away(client, notebook):
+    """Hub shutdown closes relayed websockets with 1001 at once, and forgets them."""
+    ws = await client.ws_connect("/user/alice/ws", protocols=(WS_PROTOCOL,))
+    await ws.send_str("x")
+    assert await ws.receive_str() == "echo:x"
+    open_ws = client.server.app["websockets"]
+    assert len(open_ws) == 1
+    await asyncio.wait_for(close_all(open_ws), 5)
+    msg = await asyncio.wait_for(ws.receive(), 5)
+    assert msg.type is WSMsgType.CLOSE
+    assert ws.close_code == 1001
+    await ws.close()
+    await asyncio.sleep(0.1)
+    assert not open_ws
