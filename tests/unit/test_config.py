@@ -36,6 +36,7 @@ stop_timeout = "1m"
 slice = "jupyter-users.slice"
 hardening = false
 default_url = "/lab"
+shared_paths = ["/srv/data", "/srv/scratch"]
 environment = { LANG = "C.UTF-8", PIP_INDEX_URL = "http://mirror/simple" }
 
 [limits]
@@ -64,7 +65,8 @@ def test_defaults():
         admin_group="notebook-admins", admin_users=(), pam_threads=4)
     assert c.spawner == config.SpawnerConfig(
         command=("jupyter-notebook",), start_timeout=120.0, stop_timeout=30.0,
-        slice="notebook-appliance.slice", hardening=True, default_url="/tree", environment=())
+        slice="notebook-appliance.slice", hardening=True, default_url="/tree",
+        shared_paths=(Path("/srv/data"),), environment=())
     assert c.limits == config.LimitsConfig(memory=1024**3, cpu=1.0, tasks=512)
 
 
@@ -94,6 +96,7 @@ def test_full_file(tmp_path):
     assert c.spawner == config.SpawnerConfig(
         command=("python3", "-m", "jupyter_server"), start_timeout=60.0, stop_timeout=60.0,
         slice="jupyter-users.slice", hardening=False, default_url="/lab",
+        shared_paths=(Path("/srv/data"), Path("/srv/scratch")),
         environment=(("LANG", "C.UTF-8"), ("PIP_INDEX_URL", "http://mirror/simple")))
     assert c.limits == config.LimitsConfig(memory=3 * 512 * 1024**2, cpu=2.0, tasks=1024)
     assert dict(c.spawner.environment)["LANG"] == "C.UTF-8"
@@ -125,6 +128,8 @@ BAD = [
      'auth.allowed_groups: expected a list of group names, got "staff"'),
     ("[auth]\nadmin_users = ['alice', 'bob smith']",
      'auth.admin_users: expected a list of user names, got ["alice", "bob smith"]'),
+    ("[spawner]\nshared_paths = ['srv/data']",
+     'spawner.shared_paths: expected a list of absolute paths, got ["srv/data"]'),
     ("[spawner]\ncommand = []", "spawner.command: expected a non-empty list of strings, got []"),
     ("[spawner]\ncommand = ['python3', 3]",
      'spawner.command: expected a non-empty list of strings, got ["python3", 3]'),
