@@ -5,6 +5,7 @@ Errors become HTTP responses in one place, error_middleware.
 """
 
 import asyncio
+import ipaddress
 import logging
 import os
 import secrets
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def build_app(cfg: Config) -> web.Application:
     """An application wired for cfg; parts start in cleanup contexts, in order."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=1024**2)
+    app = web.Application(middlewares=[forwarded_proto_middleware, error_middleware], client_max_size=1024**2)
     app["config"] = cfg
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_auth_ctx)
@@ -99,6 +100,29 @@ def wants_json(request: web.Request) -> bool:
     if request.headers.get("Authorization"):
         return True
     return "text/html" not in request.headers.get("Accept", "text/html")
+
+
+@web.middleware
+async def forwarded_proto_middleware(request: web.Request, handler):
+    """Behind TLS-terminating nginx on this machine (examples/nginx.conf), act as HTTPS.
+
+    Trusted only from a loopback peer, where only the local proxy should be: cookies are then
+    marked Secure and users' servers are told https. A remote client's header changes nothing.
+    """
+    if (request.headers.get("X-Forwarded-Proto") == "https" and not request.secure
+            and is_loopback(request.remote)):
+        request = request.clone(scheme="https")
+    return await handler(request)
+
+
+def is_loopback(address: str | None) -> bool:
+    """True for 127.0.0.0/8, ::1 and ::ffff:127.x; False for anything else or nothing."""
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
 
 
 @web.middleware

@@ -91,9 +91,11 @@ def cmd_generate_config(args) -> int:
 
 
 def cmd_check_config(args) -> int:
-    """Validate a configuration file; exit 2 naming the file and key on error."""
+    """Validate a configuration file (and its TLS files); exit 2 naming file and key on error."""
+    from appliance.tls import server_context
+
     path = args.path or args.config or DEFAULT_CONFIG
-    config.load(path)
+    server_context(config.load(path))  # the certificate and key must load too
     print(f"{path}: ok")
     return 0
 

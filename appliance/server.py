@@ -12,6 +12,7 @@ from aiohttp import web
 from appliance.app import build_app
 from appliance.config import Config
 from appliance.notify import Notifier
+from appliance.tls import server_context
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +48,6 @@ async def report_status(app: web.Application, notifier: Notifier) -> None:
             log.exception("could not update the status line")
 
 
-def ssl_context(cfg: Config) -> ssl.SSLContext | None:
-    """TLS from hub.ssl_cert/ssl_key, or None for plain HTTP."""
-    if cfg.hub.ssl_cert is None:
-        return None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(cfg.hub.ssl_cert, cfg.hub.ssl_key)
-    return ctx
-
-
 def activated_sockets() -> list[socket.socket]:
     """Listening sockets passed by notebook-appliance.socket (sd_listen_fds(3)), if any."""
     if os.environ.get("LISTEN_PID") != str(os.getpid()):
@@ -67,9 +59,8 @@ def activated_sockets() -> list[socket.socket]:
             range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count)]
 
 
-async def start_sites(runner: web.AppRunner, cfg: Config) -> None:
+async def start_sites(runner: web.AppRunner, cfg: Config, tls: ssl.SSLContext | None) -> None:
     """Serve on systemd's sockets when socket-activated, else bind hub.listen:hub.port."""
-    tls = ssl_context(cfg)
     sockets = activated_sockets()
     for sock in sockets:
         await web.SockSite(runner, sock, ssl_context=tls,
@@ -87,9 +78,12 @@ async def start_redirect(cfg: Config) -> web.AppRunner | None:
         return None
 
     async def to_https(request: web.Request) -> web.Response:
-        host = request.url.host or "localhost"
-        port = "" if cfg.hub.port == 443 else f":{cfg.hub.port}"
-        raise web.HTTPMovedPermanently(f"https://{host}{port}{request.path_qs}")
+        # The same host the browser asked for (IPv6 bracketed by yarl), the TLS port, and the
+        # path and query exactly as sent.
+        origin = request.url.origin().with_scheme("https").with_port(
+            None if cfg.hub.port == 443 else cfg.hub.port)
+        path = request.raw_path if request.raw_path.startswith("/") else "/"
+        raise web.HTTPMovedPermanently(f"{origin}{path}")
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", to_https)
@@ -114,11 +108,12 @@ async def let_accepted_requests_arrive(app: web.Application) -> None:
 async def serve(cfg: Config) -> None:
     """Start everything (READY=1 only once bound and reconciled), run until a signal."""
     notifier = Notifier()
+    tls = server_context(cfg)  # a bad certificate stops the hub before it touches anything
     app = build_app(cfg)
     app.on_shutdown.append(let_accepted_requests_arrive)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()  # runs the cleanup contexts: store, systemd, reconcile
-    await start_sites(runner, cfg)
+    await start_sites(runner, cfg, tls)
     redirect = await start_redirect(cfg)
     notifier.ready(await status_line(app))
     stop = asyncio.Event()

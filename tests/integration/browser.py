@@ -1,6 +1,7 @@
 """A scripted HTTP client that behaves like a browser (cookies, forms) or an API tool."""
 
 import json
+import ssl
 import uuid
 
 import aiohttp
@@ -12,12 +13,14 @@ from appliance.identity import XSRF_COOKIE
 class Browser:
     """One person's cookie jar against a running hub."""
 
-    def __init__(self, hub: TestServer, token: str = ""):
-        self.base = str(hub.make_url(""))
+    def __init__(self, hub: TestServer | str, token: str = "",
+                 tls: ssl.SSLContext | None = None):
+        self.base = hub if isinstance(hub, str) else str(hub.make_url(""))
         headers = {"Authorization": f"token {token}"} if token else {}
         # unsafe=True: keep cookies for an IP-address host (127.0.0.1).
         self.session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True),
-                                             headers=headers)
+                                             headers=headers,
+                                             connector=aiohttp.TCPConnector(ssl=tls))
 
     async def __aenter__(self) -> "Browser":
         return self
