@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 def build_app(cfg: Config) -> web.Application:
     """An application wired for cfg; parts start in cleanup contexts, in order."""
-    app = web.Application(middlewares=[forwarded_proto_middleware, error_middleware], client_max_size=1024**2)
+    app = web.Application(middlewares=[forwarded_proto_middleware, error_middleware],
+                          client_max_size=1024**2)
     app["config"] = cfg
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_auth_ctx)
