@@ -37,6 +37,8 @@ def setup(app: web.Application) -> None:
     r.add_post("/hub/api/users/{name}/server", start_server)
     r.add_delete("/hub/api/users/{name}/server", stop_server)
     r.add_get("/hub/api/users/{name}/server/progress", progress)
+    app["progress_streams"] = set()
+    app.on_shutdown.append(end_progress_streams)
 
 
 def isoformat(ts: float | None) -> str | None:
@@ -165,7 +167,7 @@ async def stop_server(request: web.Request) -> web.Response:
 
 
 async def progress(request: web.Request) -> web.StreamResponse:
-    """GET .../server/progress: server-sent events until ready or failed."""
+    """GET .../server/progress: server-sent events until ready or failed, or the hub stops."""
     _, name = await require_access(request)
     spawner = request.app["spawner"]
     server = spawner.get(name)
@@ -173,15 +175,34 @@ async def progress(request: web.Request) -> web.StreamResponse:
                                            "Cache-Control": "no-cache"})
     await response.prepare(request)
     keepalive = asyncio.create_task(_keepalive(response))
+    relay = asyncio.create_task(_relay_progress(response, spawner, server))
+    streams = request.app["progress_streams"]
+    streams.add(relay)
     try:
-        if server.ready and not server.events:
-            await _send_event(response, {"progress": 100, "ready": True, "url": server.url,
-                                         "message": f"Server ready at {server.url}"})
-        async for event in spawner.progress(server):
-            await _send_event(response, event)
+        await asyncio.wait({relay})  # ends early when end_progress_streams cancels it
+        if not relay.cancelled():
+            relay.result()  # a write error, re-raised
     finally:
+        streams.discard(relay)
+        relay.cancel()
         keepalive.cancel()
     return response
+
+
+async def _relay_progress(response: web.StreamResponse, spawner, server: Server) -> None:
+    """Write the spawn's events as they come: a late watcher first sees the ready event."""
+    if server.ready and not server.events:
+        await _send_event(response, {"progress": 100, "ready": True, "url": server.url,
+                                     "message": f"Server ready at {server.url}"})
+    async for event in spawner.progress(server):
+        await _send_event(response, event)
+
+
+async def end_progress_streams(app: web.Application) -> None:
+    """On hub stop: end open progress streams, so browsers reconnect to the next hub at once
+    instead of holding this one's shutdown; the spawn itself goes on in systemd."""
+    for relay in list(app["progress_streams"]):
+        relay.cancel()
 
 
 async def _keepalive(response: web.StreamResponse) -> None:

@@ -10,6 +10,7 @@ import logging
 import os
 import secrets
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from aiohttp import web
@@ -26,10 +27,14 @@ from appliance.systemd import Systemd
 log = logging.getLogger(__name__)
 
 
-def build_app(cfg: Config) -> web.Application:
-    """An application wired for cfg; parts start in cleanup contexts, in order."""
-    app = web.Application(middlewares=[forwarded_proto_middleware, error_middleware],
-                          client_max_size=1024**2)
+def build_app(cfg: Config, middlewares: Sequence = ()) -> web.Application:
+    """An application wired for cfg; parts start in cleanup contexts, in order.
+
+    middlewares run outermost, before the hub's own (serve() passes its shutdown drain).
+    """
+    app = web.Application(
+        middlewares=[*middlewares, forwarded_proto_middleware, error_middleware],
+        client_max_size=1024**2)
     app["config"] = cfg
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_auth_ctx)

@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import ssl
+import weakref
 
 from aiohttp import web
 
@@ -22,11 +23,13 @@ SD_LISTEN_FDS_START = 3
 
 #: How often STATUS= is refreshed for `systemctl status`.
 STATUS_EVERY = 10.0
-#: On stop, after the listener closes: requests on connections accepted just before get this
-#: long to arrive, before aiohttp closes connections that have not sent one yet.
-ACCEPT_GRACE = 1.0
+#: On stop, after the listener closes: connections already accepted get up to this long to
+#: send their request (a loaded VM can take seconds), before aiohttp closes the silent ones.
+ACCEPT_GRACE = 5.0
+#: How often the stop checks whether every accepted connection has been heard from.
+DRAIN_POLL = 0.05
 #: How long open requests may go on after a stop (within the unit's TimeoutStopSec=30s).
-SHUTDOWN_TIMEOUT = 20.0
+SHUTDOWN_TIMEOUT = 15.0
 
 
 async def status_line(app: web.Application) -> str:
@@ -94,24 +97,62 @@ async def start_redirect(cfg: Config) -> web.AppRunner | None:
     return runner
 
 
-async def let_accepted_requests_arrive(app: web.Application) -> None:
-    """Shutdown step between closing the listener and closing idle connections.
+class Drain:
+    """Lets requests already on their way be answered when the hub stops.
 
-    A client that connected just before a restart has sent, or is about to send, its request
-    on a connection this hub already accepted; without the pause aiohttp would close that
-    connection unanswered. Connections not yet accepted stay queued on systemd's socket for
-    the next hub.
+    When the hub stops, its listener closes first; connections not yet accepted stay queued on
+    systemd's socket for the next hub. But a client that connected just before has its request
+    on a connection this hub accepted, and aiohttp's shutdown closes every connection that is
+    not in a request at that moment. So the stop waits (up to ACCEPT_GRACE) until each open
+    connection is either in a request (aiohttp then lets it finish) or has already been
+    answered and sits idle in keep-alive (safe to close: clients retry those).
     """
-    await asyncio.sleep(ACCEPT_GRACE)
+
+    def __init__(self) -> None:
+        self.runner: web.AppRunner | None = None
+        self.active: weakref.WeakSet = weakref.WeakSet()  # transports in a request now
+        self.answered: weakref.WeakSet = weakref.WeakSet()  # transports that had a reply
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler):
+        """Note which connection is in a request, and which have been answered."""
+        transport = request.transport
+        if transport is not None:
+            self.active.add(transport)
+        try:
+            return await handler(request)
+        finally:
+            if transport is not None:
+                self.active.discard(transport)
+                self.answered.add(transport)
+
+    def waiting(self) -> int:
+        """Open connections that have not sent (all of) a request yet."""
+        if self.runner is None or self.runner.server is None:
+            return 0
+        return sum(1 for conn in self.runner.server.connections
+                   if conn.transport is not None and conn.transport not in self.active
+                   and conn.transport not in self.answered)
+
+    async def on_shutdown(self, app: web.Application) -> None:
+        """Shutdown step: wait until no accepted connection is still silent, or the grace ends."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ACCEPT_GRACE
+        await asyncio.sleep(DRAIN_POLL)  # connections accepted just now get registered
+        while self.waiting() and loop.time() < deadline:
+            await asyncio.sleep(DRAIN_POLL)
+        if self.waiting():
+            log.info("stopping with %d connection(s) that sent no request", self.waiting())
 
 
 async def serve(cfg: Config) -> None:
     """Start everything (READY=1 only once bound and reconciled), run until a signal."""
     notifier = Notifier()
     tls = server_context(cfg)  # a bad certificate stops the hub before it touches anything
-    app = build_app(cfg)
-    app.on_shutdown.append(let_accepted_requests_arrive)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    drain = Drain()
+    app = build_app(cfg, middlewares=[drain.middleware])
+    app.on_shutdown.append(drain.on_shutdown)  # after the websockets are closed
+    runner = drain.runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()  # runs the cleanup contexts: store, systemd, reconcile
     await start_sites(runner, cfg, tls)
     redirect = await start_redirect(cfg)

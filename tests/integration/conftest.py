@@ -5,10 +5,12 @@ systemd's D-Bus, Jupyter servers as transient units. Each fixture makes uniquely
 resources and removes them afterwards.
 """
 
+import asyncio
 import json
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -153,3 +155,47 @@ async def stop_units(server: TestServer) -> None:
 def booted() -> bool:
     """True inside the throwaway container tests/run boots."""
     return os.environ.get("APPLIANCE_BOOTED_SYSTEMD") == "1"
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    """Until something accepts on port; fail early if the hub exited."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        assert proc.poll() is None, f"the hub exited with status {proc.returncode}"
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            assert asyncio.get_running_loop().time() < deadline, "hub did not listen"
+            await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+def serve_hub(tmp_path):
+    """Factory: the real `notebook-appliance serve` for cfg as its own process, once it listens.
+
+    Its log goes to tmp_path/hub-N.log (a pipe could fill and block it). Stopped at the end.
+    """
+    procs = []
+
+    async def _serve(cfg: config.Config) -> subprocess.Popen:
+        log = open(tmp_path / f"hub-{len(procs)}.log", "w")
+        proc = subprocess.Popen([sys.executable, "-m", "appliance", "--config", cfg.source,
+                                 "serve"], stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        procs.append(proc)
+        await wait_listening(cfg.hub.port, proc)
+        return proc
+
+    yield _serve
+    for proc in procs:
+        proc.terminate()
+        proc.wait(timeout=40)

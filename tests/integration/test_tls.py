@@ -1,7 +1,5 @@
 """Built-in TLS: the real `notebook-appliance serve` with hub.ssl_cert/ssl_key, redirect_port."""
 
-import asyncio
-import socket
 import ssl
 import subprocess
 import sys
@@ -12,16 +10,9 @@ import pytest
 from yarl import URL
 
 from .browser import Browser
-from .conftest import booted
+from .conftest import booted, free_port, wait_listening
 
 pytestmark = [pytest.mark.systemd, pytest.mark.pam]
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def self_signed(directory: Path, name: str) -> tuple[Path, Path]:
@@ -33,43 +24,21 @@ def self_signed(directory: Path, name: str) -> tuple[Path, Path]:
     return cert, key
 
 
-async def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
-    """Until something accepts on port; fail early if the hub exited."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        assert proc.poll() is None, proc.communicate()[1]
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return
-        except OSError:
-            assert asyncio.get_running_loop().time() < deadline, "hub did not listen"
-            await asyncio.sleep(0.2)
-
-
 @pytest.fixture
-def tls_hub(tmp_path, hub_config):
+def tls_hub(tmp_path, hub_config, serve_hub):
     """Factory: run `serve` on TLS with a redirect port; returns (https base, http base, ctx)."""
-    procs = []
 
     async def _start():
         cert, key = self_signed(tmp_path, "hub")
         port, redirect = free_port(), free_port()
         cfg = hub_config(hub={"port": port, "ssl_cert": str(cert), "ssl_key": str(key),
                               "redirect_port": redirect})
-        proc = subprocess.Popen([sys.executable, "-m", "appliance", "--config", cfg.source,
-                                 "serve"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                text=True)
-        procs.append(proc)
-        await wait_listening(port, proc)
+        proc = await serve_hub(cfg)
         await wait_listening(redirect, proc)
         trust = ssl.create_default_context(cafile=str(cert))
         return f"https://127.0.0.1:{port}", f"http://127.0.0.1:{redirect}", trust
 
-    yield _start
-    for proc in procs:
-        proc.terminate()
-        proc.wait(timeout=40)
+    return _start
 
 
 @pytest.mark.skipif(not booted(), reason="creates users; only in the throwaway container")
