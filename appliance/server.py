@@ -38,7 +38,13 @@ async def status_line(app: web.Application) -> str:
     running = len(spawner.running())
     pending = sum(1 for s in spawner.servers.values() if s.pending)
     users = await app["store"].logged_in_users()
-    return f"{users} users logged in, {running} servers running, {pending} pending"
+    return (f"{counted(users, 'user')} logged in, {counted(running, 'server')} running, "
+            f"{pending} pending")
+
+
+def counted(n: int, noun: str) -> str:
+    """1 user, 2 users."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 async def report_status(app: web.Application, notifier: Notifier) -> None:
