@@ -438,6 +438,13 @@ async def execute_round_trips(target: Target, channels: str, n: int) -> dict:
 async def api_spawn(hub: Target, user: str) -> tuple[float, str]:
     """POST …/server, then follow …/progress until ready; (seconds, failure or '')."""
     start = time.perf_counter()
+    try:
+        return await _api_spawn(hub, user, start)
+    except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+        return time.perf_counter() - start, f"{user}: {e!r} after {SPAWN_TIMEOUT:.0f} s limit"
+
+
+async def _api_spawn(hub: Target, user: str, start: float) -> tuple[float, str]:
     timeout = aiohttp.ClientTimeout(total=SPAWN_TIMEOUT)
     async with hub.session(timeout=timeout) as session:
         async with session.post(f"{hub.base}/hub/api/users/{user}/server") as resp:
@@ -653,7 +660,7 @@ async def spawn_figures(fig: Figures, cfg: config.Config, res: Resources, log: H
 
 
 async def burst_figures(fig: Figures, res: Resources, hub: Target, hub_proc: psutil.Process,
-                        size: int) -> None:
+                        size: int, log: "HubLog") -> None:
     """(f): `size` new users spawned at once through the API."""
     names = res.make_users("c", size) if size else []
     try:
@@ -674,6 +681,10 @@ async def burst_figures(fig: Figures, res: Resources, hub: Target, hub_proc: psu
                                          "rss": (rss_before, rss_after)})
         for failure in sorted(failures)[:3]:
             print(f"    failure: {failure}")
+        if failures:
+            print("    hub log, last lines:")
+            for _, line in log.lines[-15:]:
+                print(f"      {line.rstrip()}")
     finally:
         await asyncio.gather(*(api_stop(hub, n) for n in names))
         res.remove_users(names)
@@ -739,7 +750,7 @@ async def measure(args, res: Resources, cfg_path: Path, log: HubLog, user: str) 
     print("(f) classroom burst: new users, all POSTed at once, each followed to ready")
     for size in args.burst:
         await wait_for_quiet(procs, patience=30)
-        await burst_figures(fig, res, hub, procs["hub"], size)
+        await burst_figures(fig, res, hub, procs["hub"], size, log)
     table(fig)
 
 
