@@ -146,9 +146,14 @@ class Spawner:
 
     async def _spawn(self, server: Server, owner: units.Owner) -> None:
         """The spawn itself; any failure stops the unit and is told to the user."""
+        timeout = self.cfg.spawner.start_timeout
         try:
-            await self._launch(server, owner)
-        except (SpawnError, SystemdError, OSError, asyncio.TimeoutError) as e:
+            try:
+                await asyncio.wait_for(self._launch(server, owner), timeout)
+            except asyncio.TimeoutError as e:  # a stuck call must not leave the spawn pending
+                raise SpawnError(f"systemd did not start the server within {timeout:.0f} "
+                                 "seconds") from e
+        except (SpawnError, SystemdError, OSError) as e:
             await self._spawn_failed(server, e)
             return
         await self._finish_spawn(server)

@@ -24,6 +24,10 @@ MANAGER = "org.freedesktop.systemd1.Manager"
 UNIT = "org.freedesktop.systemd1.Unit"
 SERVICE = "org.freedesktop.systemd1.Service"
 PROPERTIES = "org.freedesktop.DBus.Properties"
+JOB = "org.freedesktop.systemd1.Job"
+#: A job's JobRemoved should come at once; after this long without it, ask whether the job is
+#: still queued (if not, the signal was lost and the unit's state tells the outcome).
+JOB_CHECK_SECONDS = 10.0
 UNIT_PREFIX = "/org/freedesktop/systemd1/unit/"
 
 #: A unit property as spawner.py builds it: (name, D-Bus signature, value).
@@ -136,19 +140,19 @@ class Systemd:
     async def start_transient(self, name: str, properties: Iterable[Property]) -> None:
         """StartTransientUnit and wait for its job; raise SystemdError unless the job is done."""
         done = self._expect_job(name)
-        await self._manager("StartTransientUnit", "ssa(sv)a(sa(sv))",
-                            [name, "fail", to_variants(properties), []])
-        await self._job_result(name, done, "start")
+        reply = await self._manager("StartTransientUnit", "ssa(sv)a(sa(sv))",
+                                    [name, "fail", to_variants(properties), []])
+        await self._job_result(name, done, "start", reply[0])
 
     async def stop(self, name: str) -> None:
         """StopUnit and wait for the job; a unit that is not loaded counts as stopped."""
         done = self._expect_job(name)
         try:
-            await self._manager("StopUnit", "ss", [name, "replace"])
+            reply = await self._manager("StopUnit", "ss", [name, "replace"])
         except NoSuchUnit:
             self._forget_job(name, done)
             return
-        await self._job_result(name, done, "stop")
+        await self._job_result(name, done, "stop", reply[0])
 
     async def reset_failed(self, name: str) -> None:
         """ResetFailedUnit, so a failed transient unit's name can be used again."""
@@ -195,15 +199,45 @@ class Systemd:
         if not waiters:
             self._job_waiters.pop(name, None)
 
-    async def _job_result(self, name: str, fut: asyncio.Future, verb: str) -> None:
-        """Wait for the job's JobRemoved; its result must be 'done'."""
+    async def _job_result(self, name: str, fut: asyncio.Future, verb: str, job: str) -> None:
+        """Wait for the job's JobRemoved; its result must be 'done'.
+
+        Never waits for ever on a signal: every JOB_CHECK_SECONDS the job object is looked up,
+        and once it is gone without a JobRemoved the unit's state gives the result.
+        """
         try:
-            result = await fut
+            while True:
+                try:
+                    result = await asyncio.wait_for(asyncio.shield(fut), JOB_CHECK_SECONDS)
+                    break
+                except asyncio.TimeoutError:
+                    if not await self._job_exists(job):
+                        result = await self._result_from_state(name, verb)
+                        log.warning("no JobRemoved for the %s job of %s; its state says %s",
+                                    verb, name, result)
+                        break
         finally:
             self._forget_job(name, fut)
         if result != "done":
             raise SystemdError(f"{verb} job for {name} ended with result '{result}'"
                                f" (see journalctl -u {name})")
+
+    async def _job_exists(self, job: str) -> bool:
+        """Whether a job object is still queued or running."""
+        try:
+            await self._call(SYSTEMD, job, PROPERTIES, "Get", "ss", [JOB, "State"])
+        except SystemdError as e:
+            if e.dbus_name.endswith((".UnknownObject", ".UnknownMethod", ".NoSuchJob")):
+                return False
+            raise
+        return True
+
+    async def _result_from_state(self, name: str, verb: str) -> str:
+        """What JobRemoved would have said, judged from the unit after its job ended."""
+        state = await self.state(name)
+        wanted = ("active", "activating", "reloading") if verb == "start" else (
+            "inactive", "failed")
+        return "done" if state.active_state in wanted else "failed"
 
     async def _manager(self, method: str, signature: str = "", body: list | None = None) -> list:
         """Call a method on the Manager object."""

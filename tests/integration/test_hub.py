@@ -133,6 +133,23 @@ async def test_api_token_spawn_and_restart_adopts_without_respawn(start_hub, hub
     assert await systemd2.unit_property(unit, UNIT, "InvocationID") == invocation
 
 
+async def test_python_m_jupyter_server_works_as_the_command(start_hub, hub_config, make_user):
+    alice = make_user()
+    cfg = hub_config(spawner={"command": ["python3", "-m", "jupyter_server"],
+                              "default_url": "/api/status"})
+    hub = await start_hub(cfg)
+    token = cli(cfg, "token", alice.name)
+    async with Browser(hub, token=token) as api:
+        async with api.request("POST", f"/hub/api/users/{alice.name}/server") as r:
+            assert r.status in (201, 202), await r.text()
+        events = await api.progress(alice.name)
+        assert events[-1].get("ready") is True, events
+        assert await api.execute(alice.name, "6*7") == "42"
+    argv = await hub.app["spawner"].systemd.unit_property(
+        units.unit_name(alice.name), SERVICE, "ExecStart")
+    assert argv[0][1][1:3] == ["-m", "jupyter_server"]
+
+
 async def test_server_that_dies_is_noticed_and_explained(start_hub, make_user):
     alice = make_user()
     hub = await start_hub()
