@@ -110,35 +110,27 @@ class Drain:
     systemd's socket for the next hub. But a client that connected just before has its request
     on a connection this hub accepted, and aiohttp's shutdown closes every connection that is
     not in a request at that moment. So the stop waits (up to ACCEPT_GRACE) until each open
-    connection is either in a request (aiohttp then lets it finish) or has already been
+    connection has sent a request: it is then in that request (aiohttp lets it finish) or was
     answered and sits idle in keep-alive (safe to close: clients retry those).
     """
 
     def __init__(self) -> None:
         self.runner: web.AppRunner | None = None
-        self.active: weakref.WeakSet = weakref.WeakSet()  # transports in a request now
-        self.answered: weakref.WeakSet = weakref.WeakSet()  # transports that had a reply
+        self.heard_from: weakref.WeakSet = weakref.WeakSet()  # transports that sent a request
 
     @web.middleware
     async def middleware(self, request: web.Request, handler):
-        """Note which connection is in a request, and which have been answered."""
-        transport = request.transport
-        if transport is not None:
-            self.active.add(transport)
-        try:
-            return await handler(request)
-        finally:
-            if transport is not None:
-                self.active.discard(transport)
-                self.answered.add(transport)
+        """Note the request's connection as heard from."""
+        if request.transport is not None:
+            self.heard_from.add(request.transport)
+        return await handler(request)
 
     def waiting(self) -> int:
         """Open connections that have not sent (all of) a request yet."""
         if self.runner is None or self.runner.server is None:
             return 0
         return sum(1 for conn in self.runner.server.connections
-                   if conn.transport is not None and conn.transport not in self.active
-                   and conn.transport not in self.answered)
+                   if conn.transport is not None and conn.transport not in self.heard_from)
 
     async def on_shutdown(self, app: web.Application) -> None:
         """Shutdown step: wait until no accepted connection is still silent, or the grace ends."""

@@ -148,11 +148,11 @@ class Spawner:
         """The spawn itself; any failure stops the unit and is told to the user."""
         timeout = self.cfg.spawner.start_timeout
         try:
-            try:
-                await asyncio.wait_for(self._launch(server, owner), timeout)
-            except asyncio.TimeoutError as e:  # a stuck call must not leave the spawn pending
-                raise SpawnError(f"systemd did not start the server within {timeout:.0f} "
-                                 "seconds") from e
+            await asyncio.wait_for(self._launch(server, owner), timeout)
+        except asyncio.TimeoutError:  # a stuck call must not leave the spawn pending
+            await self._spawn_failed(server, SpawnError(
+                f"systemd did not start the server within {timeout:.0f} seconds"))
+            return
         except (SpawnError, SystemdError, OSError) as e:
             await self._spawn_failed(server, e)
             return

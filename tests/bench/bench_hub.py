@@ -42,6 +42,7 @@ from appliance import config, units  # noqa: E402
 from appliance.app import resolve_command  # noqa: E402
 from appliance.spawner import prepare_directory, probe  # noqa: E402
 from appliance.systemd import Systemd  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 DOWNLOAD = 100 * 1024 * 1024
@@ -133,12 +134,6 @@ def kill_group(pgid: int) -> None:
     except ProcessLookupError:
         pass
 
-
-def free_port() -> int:
-    """An unused TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_config(res: Resources, admin: str) -> Path:

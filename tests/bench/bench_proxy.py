@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from aiohttp import ClientSession, TCPConnector, UnixConnector, web  # noqa: E402
 
 from appliance.proxy import Upstream, normalise_user_path, relay  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 
 SMALL = b'{"name": "bench", "type": "directory", "content": null}'
 CHUNK = b"x" * (256 * 1024)
@@ -90,12 +91,6 @@ def run_hub(sock_path: str, port: int) -> None:
         await asyncio.Event().wait()
     asyncio.run(serve())
 
-
-def free_port() -> int:
-    """An unused TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_port(port: int) -> None:

@@ -10,7 +10,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -156,12 +155,6 @@ def booted() -> bool:
     """True inside the throwaway container tests/run boots."""
     return os.environ.get("APPLIANCE_BOOTED_SYSTEMD") == "1"
 
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:

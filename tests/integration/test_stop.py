@@ -11,8 +11,9 @@ import aiohttp
 import pytest
 
 from appliance import units
+from tests.ports import free_port
 
-from .conftest import booted, cli, free_port
+from .conftest import booted, cli
 
 pytestmark = [pytest.mark.systemd, pytest.mark.pam]
 

@@ -9,8 +9,10 @@ import aiohttp
 import pytest
 from yarl import URL
 
+from tests.ports import free_port
+
 from .browser import Browser
-from .conftest import booted, free_port, wait_listening
+from .conftest import booted, wait_listening
 
 pytestmark = [pytest.mark.systemd, pytest.mark.pam]
 

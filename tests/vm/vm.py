@@ -9,11 +9,12 @@ machines (see machine.md), so boot takes ~30 s and everything inside is slow.
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from tests.ports import free_port
 
 HERE = Path(__file__).resolve().parent
 GUEST_HUB_PORT = 8000
@@ -30,12 +31,6 @@ def build_image() -> Path:
         raise VMError(f"tests/vm/image.sh failed with status {out.returncode} (output above)")
     return Path(out.stdout.strip().splitlines()[-1])
 
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now (qemu may still lose a race)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class VM:
