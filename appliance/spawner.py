@@ -83,6 +83,7 @@ class Spawner:
         self._secret = secret
         self.servers: dict[str, Server] = {}
         self._tasks: list[asyncio.Task] = []
+        systemd.on_reconnect(self.resync)
 
     def start_watching(self) -> None:
         """Begin polling running servers for OOM kills and saving their activity."""
@@ -302,6 +303,15 @@ class Spawner:
         await self._teardown(server)
         server.message = "Your server stopped while the hub was restarting."
         await self._set_state(server, STOPPED)
+
+    async def resync(self) -> None:
+        """After a D-Bus reconnection: a server whose unit ended unheard is marked stopped."""
+        for server in self.running():
+            state = await self.systemd.state(server.unit)
+            if not state.running:
+                log.warning("user=%s %s ended while the D-Bus connection was down",
+                            server.user, server.unit)
+                self._on_unit_change(server.unit, {"ActiveState": state.active_state})
 
     async def close(self) -> None:
         """Hub shutdown: servers keep running in their own units; only relays are closed."""

@@ -7,7 +7,8 @@ References: org.freedesktop.systemd1(5), systemd.resource-control(5).
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+import socket
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,11 +30,23 @@ JOB = "org.freedesktop.systemd1.Job"
 #: still queued (if not, the signal was lost and the unit's state tells the outcome).
 JOB_CHECK_SECONDS = 10.0
 UNIT_PREFIX = "/org/freedesktop/systemd1/unit/"
+#: Method calls on the wire at once. A classroom burst makes hundreds of calls in the same
+#: second; more in flight than systemd answers at once only fills the socket and systemd's queue.
+MAX_CALLS_IN_FLIGHT = 32
+#: What a user sees when the connection dropped under their request.
+LOST_CONNECTION = ("The hub briefly lost its connection to systemd while this was under way. "
+                   "It has reconnected: please try again.")
+#: How long a call made while the connection is down waits for the reconnection.
+RECONNECT_WAIT_SECONDS = 10.0
+#: Pause between reconnection attempts: doubling from the first to the last.
+RECONNECT_BACKOFF = (0.1, 5.0)
 
 #: A unit property as spawner.py builds it: (name, D-Bus signature, value).
 Property = tuple[str, str, Any]
 #: Called with (unit name, changed properties) when a watched unit changes.
 UnitCallback = Callable[[str, dict[str, Any]], None]
+#: Awaited after the connection was lost and made again (signals may have been missed).
+ReconnectCallback = Callable[[], Awaitable[None]]
 
 _MATCH_RULES = (
     f"type='signal',sender='{SYSTEMD}',interface='{MANAGER}',member='JobRemoved'",
@@ -106,28 +119,85 @@ def _plain(value: Any) -> Any:
     return value
 
 
+class _PatientSocket:
+    """The bus socket as dbus-next's writer sees it: a full send buffer writes 0 bytes.
+
+    dbus-next 0.2.3 (Debian 12's and 13's python3-dbus-next) writes with sock.send() on a
+    non-blocking socket and treats EAGAIN as fatal: when a burst of calls fills the socket's
+    buffer it closes the whole bus connection, and every later call waits for ever
+    (altdesktop/python-dbus-next#153, fix unmerged; Debian's python3-dbus-fast has the same
+    code). Its writer already handles a short write (it keeps its offset and waits for the
+    socket to become writable), so "0 bytes written" turns EAGAIN into exactly that.
+    """
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+
+    def send(self, data) -> int:
+        """socket.send, except that a full buffer (EAGAIN, EINTR) is a write of 0 bytes."""
+        try:
+            return self._sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            return 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def _wait_on_full_socket(bus: MessageBus) -> None:
+    """Give the bus's writer the patient socket (see _PatientSocket), where it has one."""
+    writer = getattr(bus, "_writer", None)
+    if writer is None or not isinstance(getattr(writer, "sock", None), socket.socket):
+        log.warning("dbus-next has no _MessageWriter.sock (a newer release?): the EAGAIN "
+                    "workaround for python-dbus-next#153 is not applied")
+        return
+    writer.sock = _PatientSocket(writer.sock)
+
+
 class Systemd:
-    """A connection to the system manager with JobRemoved and PropertiesChanged followed."""
+    """A connection to the system manager with JobRemoved and PropertiesChanged followed.
+
+    The connection heals itself: when it drops, calls in flight and jobs being waited for fail
+    with a SystemdError, a new connection is made with the same match rules, and the
+    on_reconnect callbacks run so their owners can catch up on signals they missed.
+    """
 
     def __init__(self) -> None:
         self._bus: MessageBus | None = None
+        self._connected = asyncio.Event()
+        self._closing = False
+        self._keeper: asyncio.Task | None = None
+        self._in_flight = asyncio.Semaphore(MAX_CALLS_IN_FLIGHT)
         self._job_waiters: dict[str, list[asyncio.Future]] = {}
         self._watchers: dict[str, UnitCallback] = {}
+        self._on_reconnect: list[ReconnectCallback] = []
+        #: How many times the connection was lost and made again (tests and status).
+        self.reconnects = 0
 
     async def connect(self) -> None:
-        """Connect to the system bus, add match rules and ask systemd to emit signals."""
-        self._bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
-        self._bus.add_message_handler(self._on_message)
-        for rule in _MATCH_RULES:
-            await self._call("org.freedesktop.DBus", "/org/freedesktop/DBus",
-                             "org.freedesktop.DBus", "AddMatch", "s", [rule])
-        await self._manager("Subscribe")
+        """Connect to the system bus, follow signals, and keep the connection up from now on."""
+        self._bus = await self._open()
+        self._connected.set()
+        self._keeper = asyncio.create_task(self._keep_connected(), name="dbus-keeper")
+
+    def on_reconnect(self, callback: ReconnectCallback) -> None:
+        """Await callback() after each reconnection."""
+        self._on_reconnect.append(callback)
 
     async def close(self) -> None:
-        """Disconnect from the bus."""
+        """Disconnect from the bus for good."""
+        self._closing = True
+        if self._keeper is not None:
+            self._keeper.cancel()
         if self._bus is not None:
             self._bus.disconnect()
             self._bus = None
+        self._connected.clear()
+
+    def drop_connection(self) -> None:
+        """Close the bus socket under the client, as a crash of the bus would (fault tests)."""
+        if self._bus is not None:
+            self._bus._sock.shutdown(socket.SHUT_RDWR)
 
     def watch(self, name: str, callback: UnitCallback) -> None:
         """Call callback(name, changes) whenever the unit's properties change."""
@@ -182,6 +252,70 @@ class Systemd:
         """Names of loaded units matching a glob (ListUnitsByPatterns)."""
         reply = await self._manager("ListUnitsByPatterns", "asas", [[], [pattern]])
         return [row[0] for row in reply[0]]
+
+    # -- the connection ------------------------------------------------------------------------
+
+    async def _open(self) -> MessageBus:
+        """A new bus connection with match rules added and systemd's signals subscribed."""
+        bus = MessageBus(bus_type=BusType.SYSTEM)
+        _wait_on_full_socket(bus)
+        await bus.connect()
+        bus.add_message_handler(self._on_message)
+        for rule in _MATCH_RULES:
+            await self._send(bus, Message(
+                destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus", member="AddMatch", signature="s",
+                body=[rule]))
+        await self._send(bus, Message(destination=SYSTEMD, path=MANAGER_PATH,
+                                      interface=MANAGER, member="Subscribe"))
+        return bus
+
+    async def _keep_connected(self) -> None:
+        """Wait for the connection to drop; then fail what waited on it and reconnect."""
+        while not self._closing:
+            bus = self._bus
+            try:
+                await bus.wait_for_disconnect()
+                reason = "closed by the bus"
+            except Exception as e:  # dbus-next reports the socket error that ended it
+                reason = f"{type(e).__name__}: {e}"
+            if self._closing:
+                return
+            log.error("lost the connection to systemd over D-Bus (%s); reconnecting", reason)
+            bus._sock.close()  # dbus-next only shuts it down; its descriptor would leak
+            self._bus = None
+            self._connected.clear()
+            self._fail_waiters(SystemdError(
+                f"the hub lost its D-Bus connection to systemd ({reason})",
+                user_message=LOST_CONNECTION))
+            await self._reconnect()
+            for callback in self._on_reconnect:
+                try:
+                    await callback()
+                except Exception:
+                    log.exception("catching up after the D-Bus reconnection failed")
+
+    async def _reconnect(self) -> None:
+        """Open a new connection, retrying with a doubling pause until it works."""
+        pause = RECONNECT_BACKOFF[0]
+        while True:
+            try:
+                self._bus = await self._open()
+                break
+            except Exception as e:  # no bus yet (dbus-daemon restarting): try again
+                log.warning("D-Bus reconnection failed (%s); retrying in %.1fs", e, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, RECONNECT_BACKOFF[1])
+        self.reconnects += 1
+        self._connected.set()
+        log.warning("reconnected to systemd over D-Bus (reconnection %d)", self.reconnects)
+
+    def _fail_waiters(self, error: SystemdError) -> None:
+        """Jobs being waited for will send no JobRemoved on this connection: fail them."""
+        for waiters in self._job_waiters.values():
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_exception(error)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -250,15 +384,32 @@ class Systemd:
 
     async def _call(self, dest: str, path: str, iface: str, member: str,
                     signature: str, body: list) -> list:
-        """One method call; D-Bus errors become typed exceptions here, at the boundary."""
-        if self._bus is None:
-            raise SystemdError("not connected to the system bus")
-        reply = await self._bus.call(Message(destination=dest, path=path, interface=iface,
-                                             member=member, signature=signature, body=body))
+        """One method call, waiting out a reconnection; errors become typed exceptions here."""
+        if not self._connected.is_set():
+            try:
+                await asyncio.wait_for(self._connected.wait(), RECONNECT_WAIT_SECONDS)
+            except asyncio.TimeoutError:
+                raise SystemdError("not connected to systemd's D-Bus (is dbus.service "
+                                   "running? see journalctl -u dbus)") from None
+        return await self._send(self._bus, Message(
+            destination=dest, path=path, interface=iface, member=member,
+            signature=signature, body=body))
+
+    async def _send(self, bus: MessageBus, msg: Message) -> list:
+        """Send one call on bus, at most MAX_CALLS_IN_FLIGHT at once; return the reply body."""
+        async with self._in_flight:
+            if bus is None or not bus.connected:  # a call on a dropped bus is never answered
+                raise SystemdError(f"systemd {msg.member}: the D-Bus connection is down")
+            try:
+                reply = await bus.call(msg)
+            except Exception as e:  # the connection dropped under the call
+                raise SystemdError(f"systemd {msg.member}: the D-Bus connection was lost "
+                                   f"({type(e).__name__}: {e})",
+                                   user_message=LOST_CONNECTION) from e
         if reply.message_type == MessageType.ERROR:
             text = reply.body[0] if reply.body else reply.error_name
             error = NoSuchUnit if reply.error_name.endswith(".NoSuchUnit") else SystemdError
-            raise error(f"systemd {member}: {text}", dbus_name=reply.error_name)
+            raise error(f"systemd {msg.member}: {text}", dbus_name=reply.error_name)
         return reply.body
 
     def _on_message(self, msg: Message) -> bool:
