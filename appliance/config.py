@@ -199,6 +199,10 @@ class SpawnerConfig:
         "How long a server may take to answer before it counts as failed.")
     stop_timeout: float = _opt("30s", parse_duration,
         "How long a server may take to stop before it is killed.")
+    concurrent_spawns: int = _opt(4, _int(1, 1000),
+        "Servers that launch at once; later starts wait in line (measured best on 2 cores).")
+    restart_cooldown: float = _opt("2s", parse_duration,
+        "Least time between two starts of one user's server (slows start-stop loops).")
     slice: str = _opt("notebook-appliance.slice", _slice,
         "systemd slice that holds every user's server unit.")
     hardening: bool = _opt(True, _bool,

@@ -19,6 +19,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from appliance import errors
+from appliance.upstream import Upstream
 
 log = logging.getLogger(__name__)
 
@@ -92,41 +93,6 @@ def _decode_segment(segment: str) -> str:
     if any(ch in decoded for ch in _FORBIDDEN_IN_SEGMENT):
         raise errors.BadRequest(f"encoded separator or NUL in path segment: {segment!r}")
     return decoded
-
-
-class Upstream:
-    """One user's notebook server reached over its UNIX socket; holds a pooled ClientSession."""
-
-    def __init__(self, socket_path: str, token: str):
-        self.socket_path = socket_path
-        self.token = token
-        self._session: aiohttp.ClientSession | None = None
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        """The pooled session, created on first use so it binds to the running loop."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                # limit=0: kernel websockets hold a connection each; the default cap of 100
-                # would make the 101st wait for ever.
-                connector=aiohttp.UnixConnector(path=self.socket_path, limit=0),
-                # Bodies pass through as encoded; the browser decodes them.
-                auto_decompress=False,
-                # No total/read timeout: downloads and kernel sockets live long.
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
-                # The browser's headers go through as sent; add none of our own.
-                skip_auto_headers=(hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.USER_AGENT,
-                                   hdrs.CONTENT_TYPE),
-                # Never keep one browser's cookies to send with another's requests.
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
-        return self._session
-
-    async def close(self) -> None:
-        """Close the pooled connections."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
 
 async def relay(request: web.Request, upstream: Upstream, path: str, *,

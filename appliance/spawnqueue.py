@@ -1,0 +1,210 @@
+"""The fair spawn queue: who starts next when a classroom presses Start in the same minute.
+
+At most `slots` servers launch at once (a launch is CPU-bound: more at once only makes every
+one of them slower); the rest wait in arrival order and are told their place. A start also
+waits while the memory limits of the servers already starting or running, plus its own, would
+pass the cap (the servers' slice's MemoryMax): when servers stop, waiting ones start in order.
+A start that could never fit fails at once. Nobody is refused for being the 101st.
+"""
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from appliance.config import format_size
+from appliance.errors import SpawnError
+
+log = logging.getLogger(__name__)
+
+#: Until launches have been timed, assume one takes this long (seconds) for the estimate.
+FIRST_GUESS_SECONDS = 2.0
+#: Weight of the newest launch time in the moving average.
+SMOOTHING = 0.2
+
+#: While the head of the line waits for memory, look at the memory again this often.
+MEMORY_POLL_SECONDS = 2.0
+
+#: Told to a waiting start whenever its place or reason changes: (position, words).
+PlaceCallback = Callable[[int, str], None]
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What the servers may use together, and what the running ones use now (bytes).
+
+    cap None: no cap. in_use None: count each running server at its limit instead.
+    """
+
+    cap: int | None
+    in_use: int | None = None
+
+
+#: Reads the memory picture afresh (capacity.py: the slice's MemoryMax and MemoryCurrent).
+MemoryFunction = Callable[[], Awaitable[Memory]]
+
+
+@dataclass(eq=False)
+class Ticket:
+    """One start waiting for its turn."""
+
+    key: str
+    memory: int
+    tell: PlaceCallback
+    admitted: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop()
+                                     .create_future())
+    told: tuple[int, str] = (0, "")
+
+
+class SpawnQueue:
+    """Launch slots and memory reservations, handed out first come, first served."""
+
+    def __init__(self, slots: int, memory: MemoryFunction, cooldown: float = 0.0):
+        self.slots = slots
+        self._read_memory = memory
+        self._memory = Memory(None)
+        self._cooldown = cooldown
+        self._launching: set[str] = set()
+        self._waiting: deque[Ticket] = deque()
+        self._poller: asyncio.Task | None = None
+        #: Memory held by each server from its admission until it stops (bytes).
+        self.reserved: dict[str, int] = {}
+        self._last_start: dict[str, float] = {}
+        self._launch_seconds = FIRST_GUESS_SECONDS
+
+    @property
+    def waiting(self) -> int:
+        """How many starts wait for their turn."""
+        return len(self._waiting)
+
+    async def enter(self, key: str, memory: int, tell: PlaceCallback) -> None:
+        """Wait until this start may launch; SpawnError at once if it can never fit.
+
+        The caller must call launched(key) when the launch ends and stopped(key) when the
+        server stops. Cancelling the wait gives up the place (and anything already granted).
+        """
+        self._memory = await self._read_memory()
+        cap = self._memory.cap
+        if cap is not None and memory > cap:
+            raise SpawnError(
+                f"a server needs {format_size(memory)} but all servers together may use only "
+                f"{format_size(cap)} (the slice's MemoryMax)",
+                user_message=f"Your server needs {format_size(memory)} of memory, more than "
+                             f"this machine gives all servers together ({format_size(cap)}). "
+                             "Ask your administrator.")
+        await self._cool_down(key, tell)
+        ticket = Ticket(key, memory, tell)
+        self._waiting.append(ticket)
+        self._pump()
+        try:
+            await ticket.admitted
+        except asyncio.CancelledError:
+            self._give_up(ticket)
+            raise
+        self._last_start[key] = time.monotonic()
+
+    def reserve(self, key: str, memory: int) -> None:
+        """Hold memory for a server that runs without having queued (adopted after a restart)."""
+        self.reserved[key] = memory
+
+    def launched(self, key: str, seconds: float | None = None) -> None:
+        """A launch ended (ready or failed): its slot goes to the next in line."""
+        self._launching.discard(key)
+        if seconds is not None:
+            self._launch_seconds += SMOOTHING * (seconds - self._launch_seconds)
+        self._pump()
+
+    def stopped(self, key: str) -> None:
+        """A server stopped: its memory is free for the next in line."""
+        if self.reserved.pop(key, None) is not None:
+            self._pump()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    async def _cool_down(self, key: str, tell: PlaceCallback) -> None:
+        """A server started again right after its last start waits out the cool-down first,
+        so one person's start-stop loop cannot keep systemd and the journal busy."""
+        last = self._last_start.get(key)
+        wait = 0.0 if last is None else last + self._cooldown - time.monotonic()
+        if wait > 0:
+            tell(0, f"Your server was started a moment ago; starting again in "
+                    f"{math.ceil(wait)} s")
+            await asyncio.sleep(wait)
+
+    def _pump(self) -> None:
+        """Admit from the head of the line while a slot and the memory allow; tell the rest."""
+        while self._waiting and len(self._launching) < self.slots:
+            head = self._waiting[0]
+            if not self._fits(head.memory):
+                self._poll_memory()
+                break
+            self._waiting.popleft()
+            self._launching.add(head.key)
+            self.reserved[head.key] = head.memory
+            head.admitted.set_result(None)
+        for position, ticket in enumerate(self._waiting, start=1):
+            self._tell(ticket, position)
+
+    def held(self) -> int:
+        """Memory counted as taken: running servers (their use, or their limits) and the
+        limits of those still starting (their use has not grown yet)."""
+        starting = sum(self.reserved.get(k, 0) for k in self._launching)
+        if self._memory.in_use is not None:
+            return self._memory.in_use + starting
+        return sum(self.reserved.values())
+
+    def _fits(self, memory: int) -> bool:
+        """True if memory more fits under the cap beside what is held."""
+        return self._memory.cap is None or self.held() + memory <= self._memory.cap
+
+    def _poll_memory(self) -> None:
+        """While the head waits for memory, read the memory again now and then (servers'
+        use shrinks and grows on its own, without an event to tell us)."""
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.create_task(self._memory_poll(), name="spawnqueue-memory")
+
+    async def _memory_poll(self) -> None:
+        while self._waiting and len(self._launching) < self.slots:
+            await asyncio.sleep(MEMORY_POLL_SECONDS)
+            try:
+                self._memory = await self._read_memory()
+            except Exception:  # keep the last picture; the next poll tries again
+                log.exception("reading the servers' memory failed")
+            self._pump()
+
+    def close(self) -> None:
+        """Hub shutdown: stop polling."""
+        if self._poller is not None:
+            self._poller.cancel()
+
+    def _tell(self, ticket: Ticket, position: int) -> None:
+        """Tell a waiting start its place, and why it waits, when either changed."""
+        if position == 1 and len(self._launching) < self.slots:
+            words = (f"Waiting for memory: {format_size(self.held())} of "
+                     f"{format_size(self._memory.cap or 0)} in use; you start as soon as "
+                     "enough is free")
+        else:
+            rounds = math.ceil(position / max(self.slots, 1))
+            words = (f"You are {ordinal(position)} in line; about "
+                     f"{math.ceil(rounds * self._launch_seconds)} s")
+        if ticket.told != (position, words):
+            ticket.told = (position, words)
+            ticket.tell(position, words)
+
+    def _give_up(self, ticket: Ticket) -> None:
+        """A cancelled start leaves the line, or returns what it was granted."""
+        if ticket in self._waiting:
+            self._waiting.remove(ticket)
+        elif ticket.admitted.done():
+            self._launching.discard(ticket.key)
+            self.reserved.pop(ticket.key, None)
+        self._pump()
+
+
+def ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th, 11th, 12th, 13th, 21st, ..."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
