@@ -13,8 +13,8 @@ from aiohttp import web
 from appliance import __version__
 from appliance.errors import Forbidden, NotAuthenticated, NotFound
 from appliance.identity import Identity, check_xsrf
-from appliance.spawner import Server
 from appliance.units import Owner
+from appliance.userserver import Server
 
 log = logging.getLogger(__name__)
 
@@ -191,10 +191,14 @@ async def progress(request: web.Request) -> web.StreamResponse:
 
 async def _relay_progress(response: web.StreamResponse, spawner, server: Server) -> None:
     """Write the spawn's events as they come: a late watcher first sees the ready event."""
-    if server.ready and not server.events:
+    if server.ready and not server.progress.events:  # adopted after a restart
         await _send_event(response, {"progress": 100, "ready": True, "url": server.url,
                                      "message": f"Server ready at {server.url}"})
-    async for event in spawner.progress(server):
+    if server.pending != "spawn":  # nothing under way: what there was, then the end
+        for event in server.progress.events:
+            await _send_event(response, event)
+        return
+    async for event in server.progress.follow():
         await _send_event(response, event)
 
 

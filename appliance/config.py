@@ -126,6 +126,7 @@ _groups = _list(_name("a group name"), "expected a list of group names")
 _users = _list(_name("a user name"), "expected a list of user names")
 _argv = _list(_string, "expected a non-empty list of strings", nonempty=True)
 _abs_paths = _list(_abs_path, "expected a list of absolute paths")
+_admission = _check(lambda v: v in ("usage", "limits"), 'expected "usage" or "limits"')
 _url_path = _check(lambda v: isinstance(v, str) and re.fullmatch(r"/\S*", v),
                    'expected a URL path starting with "/"')
 
@@ -201,6 +202,9 @@ class SpawnerConfig:
         "How long a server may take to stop before it is killed.")
     concurrent_spawns: int = _opt(4, _int(1, 1000),
         "Servers that launch at once; later starts wait in line (measured best on 2 cores).")
+    admission: str = _opt("usage", _admission,
+        'A start waits while the servers\' use ("usage") or limits ("limits") plus its own '
+        "limit exceed the slice's MemoryMax.")
     restart_cooldown: float = _opt("2s", parse_duration,
         "Least time between two starts of one user's server (slows start-stop loops).")
     slice: str = _opt("notebook-appliance.slice", _slice,

@@ -38,8 +38,9 @@ async def status_line(app: web.Application) -> str:
     running = len(spawner.running())
     pending = sum(1 for s in spawner.servers.values() if s.pending)
     users = await app["store"].logged_in_users()
-    return (f"{counted(users, 'user')} logged in, {counted(running, 'server')} running, "
+    line = (f"{counted(users, 'user')} logged in, {counted(running, 'server')} running, "
             f"{pending} pending")
+    return line + (f" ({spawner.queue.waiting} in line)" if spawner.queue.waiting else "")
 
 
 def counted(n: int, noun: str) -> str:

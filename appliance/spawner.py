@@ -1,74 +1,32 @@
 """Each user's notebook server: start, watch, stop and adopt it as a transient systemd unit.
 
-Lifecycle and bookkeeping live here; the unit's shape is in units.py and the bus in systemd.py.
-A server is ready when it answers HTTP on its socket, not when the unit turns active.
+Lifecycle only. Who starts next is spawnqueue.py; the record and its states userserver.py; the
+progress feed progress.py; the private directory and token rundir.py; the unit's shape
+units.py; the bus systemd.py. A server is ready when it answers HTTP on its socket
+(upstream.probe), not when the unit turns active.
 """
 
 import asyncio
-import hashlib
-import hmac
 import logging
-import os
-import shutil
 import signal
 import time
-from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 
-from appliance import oomwatch, units
+from appliance import capacity, oomwatch, rundir, units
 from appliance.config import Config, format_size
 from appliance.errors import Conflict, SpawnError, SystemdError
-from appliance.proxy import Upstream
-from appliance.store import ServerRecord, Store
+from appliance.spawnqueue import SpawnQueue
+from appliance.store import Store
 from appliance.systemd import SERVICE, Systemd
+from appliance.upstream import Upstream, probe
+from appliance.userserver import Server, ServerState
 
 log = logging.getLogger(__name__)
 
-STOPPED, STARTING, RUNNING, STOPPING = "stopped", "starting", "running", "stopping"
+STOPPED, STARTING, RUNNING, STOPPING = (ServerState.STOPPED, ServerState.STARTING,
+                                        ServerState.RUNNING, ServerState.STOPPING)
 PROBE_INTERVAL = 0.02
 ACTIVITY_SECONDS = 60.0
-
-
-@dataclass(eq=False)
-class Server:
-    """One user's (default) server as the hub sees it right now."""
-
-    user: str
-    name: str
-    unit: str
-    paths: units.ServerPaths
-    url: str
-    state: str = STOPPED
-    started: float | None = None
-    last_activity: float | None = None
-    message: str = ""
-    token: str = ""
-    upstream: Upstream | None = None
-    events: list[dict] = field(default_factory=list)
-    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
-    task: asyncio.Task | None = None
-    exit_task: asyncio.Task | None = None
-    cgroup: str = ""
-    #: oom_kill count seen in the cgroup; -1 = take the next reading as the baseline.
-    oom_kills: int = 0
-    #: Something the user should know about a running server (a kernel killed for memory).
-    notice: str = ""
-
-    @property
-    def ready(self) -> bool:
-        """True when the server answers and requests can be relayed."""
-        return self.state == RUNNING
-
-    @property
-    def pending(self) -> str | None:
-        """JupyterHub's pending field: 'spawn', 'stop' or None."""
-        return {STARTING: "spawn", STOPPING: "stop"}.get(self.state)
-
-    def record(self) -> ServerRecord:
-        """The row the store keeps."""
-        return ServerRecord(self.user, self.name, self.unit, str(self.paths.socket), self.state,
-                            self.started, self.last_activity, self.message)
 
 
 class Spawner:
@@ -82,6 +40,11 @@ class Spawner:
         self.argv = argv + [f"--config={units.JUPYTER_CONFIG}"]
         self._secret = secret
         self.servers: dict[str, Server] = {}
+        self.queue = SpawnQueue(
+            cfg.spawner.concurrent_spawns,
+            partial(capacity.slice_memory, systemd, cfg.spawner.slice,
+                    cfg.spawner.admission == "limits"),
+            cooldown=cfg.spawner.restart_cooldown)
         self._tasks: list[asyncio.Task] = []
         systemd.on_reconnect(self.resync)
 
@@ -130,12 +93,12 @@ class Spawner:
         if server.state != STOPPED:
             raise Conflict(f"{owner.name}'s server is already {server.state}",
                            user_message=f"Your server is already {server.state}.")
-        server.state, server.message, server.events = STARTING, "", []
-        server.notice, server.oom_kills = "", 0
+        server.message, server.notice, server.oom_kills, server.exited = "", "", 0, False
         server.started = time.time()
         server.token = self._server_token(server)
-        await self.store.save_server(server.record())  # a restarted hub must know of it
-        await self._emit(server, 0, "Server requested")
+        server.progress.restart()
+        await self.set_state(server, STARTING)  # a restarted hub must know of it
+        server.progress.emit(0, "Server requested")
         server.task = asyncio.create_task(self._spawn(server, owner), name=f"spawn-{owner.name}")
         return server
 
@@ -146,6 +109,24 @@ class Spawner:
         return server.ready
 
     async def _spawn(self, server: Server, owner: units.Owner) -> None:
+        """Wait for a turn in the queue, launch, wait until Jupyter answers."""
+        try:
+            await self.queue.enter(server.user, self.cfg.limits.memory,
+                                   partial(self._tell_place, server))
+        except SpawnError as e:
+            await self._spawn_failed(server, e)
+            return
+        began = time.monotonic()
+        try:
+            await self._launch_and_answer(server, owner)
+        finally:
+            self.queue.launched(server.user, time.monotonic() - began)
+
+    def _tell_place(self, server: Server, position: int, words: str) -> None:
+        """The queue's word on a waiting start, as a progress event."""
+        server.progress.emit(5, words, queue_position=position)
+
+    async def _launch_and_answer(self, server: Server, owner: units.Owner) -> None:
         """The spawn itself; any failure stops the unit and is told to the user."""
         timeout = self.cfg.spawner.start_timeout
         try:
@@ -163,35 +144,35 @@ class Spawner:
         """Wait until the launched server answers, then mark it ready (or failed)."""
         try:
             await self._wait_answering(server)
+            server.cgroup = await self.systemd.unit_property(server.unit, SERVICE,
+                                                             "ControlGroup")
         except (SpawnError, SystemdError, OSError, asyncio.TimeoutError) as e:
             await self._spawn_failed(server, e)
             return
         server.upstream = Upstream(str(server.paths.socket), server.token)
         server.last_activity = time.time()
-        server.cgroup = await self.systemd.unit_property(server.unit, SERVICE, "ControlGroup")
-        await self._set_state(server, RUNNING)
+        await self.set_state(server, RUNNING)
         log.info("user=%s server ready in %.2fs (%s)", server.user,
                  time.time() - server.started, server.unit)
-        await self._emit(server, 100, f"Server ready at {server.url}", ready=True,
-                         url=server.url)
+        server.progress.emit(100, f"Server ready at {server.url}", ready=True, url=server.url)
 
     async def _launch(self, server: Server, owner: units.Owner) -> None:
         """Prepare the private directory, then StartTransientUnit."""
-        await self._in_thread(prepare_directory, server.paths, owner.uid, owner.gid,
+        await self._in_thread(rundir.prepare_directory, server.paths, owner.uid, owner.gid,
                               server.token)
         props = units.unit_properties(self.cfg, owner, server.paths, self.argv, server.url)
-        await self._emit(server, 20, "Starting the server as a systemd unit")
+        server.progress.emit(20, "Starting the server as a systemd unit")
         await self.systemd.reset_failed(server.unit)
         self.systemd.watch(server.unit, self._on_unit_change)
         await self.systemd.start_transient(server.unit, props)
-        await self._emit(server, 50, "Server process running, waiting for Jupyter to answer")
+        server.progress.emit(50, "Server process running, waiting for Jupyter to answer")
         log.info("user=%s started %s", server.user, server.unit)
 
     async def _wait_answering(self, server: Server) -> None:
         """Poll the socket until Jupyter answers HTTP; fail if the unit dies meanwhile."""
         deadline = time.monotonic() + self.cfg.spawner.start_timeout
         while not await probe(server.paths.socket, server.url + "api", server.token):
-            if server.state != STARTING:
+            if server.exited:
                 raise SpawnError(server.message or "the server stopped while starting")
             if time.monotonic() > deadline:
                 raise SpawnError(f"the server did not answer within "
@@ -205,8 +186,8 @@ class Spawner:
                     server.user, error, server.unit)
         await self._teardown(server)
         server.message = reason
-        await self._set_state(server, STOPPED)
-        await self._emit(server, 100, f"Spawn failed: {reason}", failed=True)
+        await self.set_state(server, STOPPED)
+        server.progress.emit(100, f"Spawn failed: {reason}", failed=True)
 
     # -- stop --------------------------------------------------------------------------------
 
@@ -218,24 +199,26 @@ class Spawner:
         elif server.state != RUNNING:
             raise Conflict(f"{user}'s server is not running",
                            user_message="Your server is not running.")
-        await self._set_state(server, STOPPING)
+        await self.set_state(server, STOPPING)
+        server.progress.close()
         await self._teardown(server)
         server.message = ""
-        await self._set_state(server, STOPPED)
+        await self.set_state(server, STOPPED)
         log.info("user=%s server stopped", user)
         return server
 
     async def _teardown(self, server: Server) -> None:
-        """StopUnit, close the relay, remove the private directory."""
+        """StopUnit, close the relay, remove the private directory, free its memory."""
         try:
             await self.systemd.stop(server.unit)
             await self.systemd.reset_failed(server.unit)
         finally:
             self.systemd.unwatch(server.unit)
+            self.queue.stopped(server.user)
             if server.upstream is not None:
                 await server.upstream.close()
                 server.upstream = None
-            await self._in_thread(remove_directory, server.paths)
+            await self._in_thread(rundir.remove_directory, server.paths)
 
     # -- exits noticed from systemd's signals -------------------------------------------------
 
@@ -264,11 +247,11 @@ class Spawner:
         server.message = reason
         if server.state == RUNNING:
             await self._teardown(server)
-            await self._set_state(server, STOPPED)
+            await self.set_state(server, STOPPED)
         else:
-            server.state = STOPPING  # makes _wait_answering give up with server.message
+            server.exited = True  # _wait_answering gives up with server.message
 
-    # -- adopt after a hub restart -------------------------------------------------------------
+    # -- adopt after a hub restart or a lost D-Bus connection ---------------------------------
 
     async def reconcile(self) -> None:
         """Adopt servers whose units still run; mark the others stopped."""
@@ -284,25 +267,28 @@ class Spawner:
         """Adopt one recorded server if systemd still runs it and it answers."""
         state = await self.systemd.state(server.unit)
         self.systemd.watch(server.unit, self._on_unit_change)
+        if state.running:
+            self.queue.reserve(server.user, self.cfg.limits.memory)
         if state.running and await probe(server.paths.socket, server.url + "api", server.token):
             server.upstream = Upstream(str(server.paths.socket), server.token)
             server.cgroup = await self.systemd.unit_property(server.unit, SERVICE, "ControlGroup")
             server.oom_kills = -1
-            await self._set_state(server, RUNNING)
+            await self.set_state(server, RUNNING)
             log.info("user=%s adopted running %s", server.user, server.unit)
             return
         if state.running:
             # The hub went down mid-spawn: the unit runs but Jupyter is not up yet.
             log.info("user=%s adopting %s, still starting", server.user, server.unit)
-            server.state = STARTING
-            await self._emit(server, 50, "Server process running, waiting for Jupyter to answer")
+            await self.set_state(server, STARTING)
+            server.progress.restart()
+            server.progress.emit(50, "Server process running, waiting for Jupyter to answer")
             server.task = asyncio.create_task(self._finish_spawn(server))
             return
         log.info("user=%s %s is gone (%s); marked stopped", server.user, server.unit,
                  state.active_state)
         await self._teardown(server)
         server.message = "Your server stopped while the hub was restarting."
-        await self._set_state(server, STOPPED)
+        await self.set_state(server, STOPPED)
 
     async def resync(self) -> None:
         """After a D-Bus reconnection: a server whose unit ended unheard is marked stopped."""
@@ -317,6 +303,7 @@ class Spawner:
         """Hub shutdown: servers keep running in their own units; only relays are closed."""
         for task in self._tasks:
             task.cancel()
+        self.queue.close()
         for server in self.servers.values():
             for task in (server.task, server.exit_task):
                 if task is not None and not task.done():
@@ -327,47 +314,18 @@ class Spawner:
     # -- helpers -----------------------------------------------------------------------------
 
     def _server_token(self, server: Server) -> str:
-        """The server's token, derived from the hub secret so a restarted hub knows it again."""
-        msg = f"{server.unit}:{server.started!r}".encode()
-        return hmac.new(self._secret, msg, hashlib.sha256).hexdigest()
+        """The server's token (rundir.server_token: a restarted hub derives it again)."""
+        return rundir.server_token(self._secret, server.unit, server.started)
 
-    async def _set_state(self, server: Server, state: str) -> None:
-        """Change state, persist it, wake progress watchers."""
+    async def set_state(self, server: Server, state: ServerState) -> None:
+        """The one place a server's state changes: set it and persist it."""
         server.state = state
         await self.store.save_server(server.record())
-        async with server.changed:
-            server.changed.notify_all()
-
-    async def _emit(self, server: Server, progress: int, message: str, **extra) -> None:
-        """Append a progress event (JupyterHub's shape) and wake the watchers."""
-        server.events.append({"progress": progress, "message": message, **extra})
-        async with server.changed:
-            server.changed.notify_all()
-
-    async def progress(self, server: Server):
-        """Yield progress events from the start until ready or failed."""
-        index = 0
-        while True:
-            while index < len(server.events):
-                event = server.events[index]
-                index += 1
-                yield event
-                if event.get("ready") or event.get("failed"):
-                    return
-            if server.state not in (STARTING,) and index >= len(server.events):
-                return
-            async with server.changed:
-                await server.changed.wait_for(partial(_has_news, server, index))
 
     @staticmethod
     async def _in_thread(fn, *args):
         """Run blocking file work off the event loop."""
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
-
-
-def _has_news(server: Server, index: int) -> bool:
-    """True when a progress watcher at index has something new to see."""
-    return index < len(server.events) or server.state != STARTING
 
 
 def exit_reason(result: str, status: int, memory: int, oom: bool = False) -> str:

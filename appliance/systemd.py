@@ -24,6 +24,7 @@ MANAGER_PATH = "/org/freedesktop/systemd1"
 MANAGER = "org.freedesktop.systemd1.Manager"
 UNIT = "org.freedesktop.systemd1.Unit"
 SERVICE = "org.freedesktop.systemd1.Service"
+SLICE = "org.freedesktop.systemd1.Slice"
 PROPERTIES = "org.freedesktop.DBus.Properties"
 JOB = "org.freedesktop.systemd1.Job"
 #: A job's JobRemoved should come at once; after this long without it, ask whether the job is

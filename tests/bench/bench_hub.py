@@ -40,8 +40,9 @@ import psutil  # noqa: E402
 
 from appliance import config, units  # noqa: E402
 from appliance.app import resolve_command  # noqa: E402
-from appliance.spawner import prepare_directory, probe  # noqa: E402
+from appliance.rundir import prepare_directory  # noqa: E402
 from appliance.systemd import Systemd  # noqa: E402
+from appliance.upstream import probe  # noqa: E402
 from tests.ports import free_port  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]

@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from aiohttp import ClientSession, TCPConnector, UnixConnector, web  # noqa: E402
 
-from appliance.proxy import Upstream, normalise_user_path, relay  # noqa: E402
+from appliance.proxy import normalise_user_path, relay  # noqa: E402
+from appliance.upstream import Upstream  # noqa: E402
 from tests.ports import free_port  # noqa: E402
 
 SMALL = b'{"name": "bench", "type": "directory", "content": null}'

@@ -33,6 +33,9 @@ pam_threads = 8
 command = ["python3", "-m", "jupyter_server"]
 start_timeout = 60
 stop_timeout = "1m"
+concurrent_spawns = 8
+admission = "limits"
+restart_cooldown = "10s"
 slice = "jupyter-users.slice"
 hardening = false
 default_url = "/lab"
@@ -65,6 +68,7 @@ def test_defaults():
         admin_group="notebook-admins", admin_users=(), pam_threads=4)
     assert c.spawner == config.SpawnerConfig(
         command=("jupyter-notebook",), start_timeout=120.0, stop_timeout=30.0,
+        concurrent_spawns=4, admission="usage", restart_cooldown=2.0,
         slice="notebook-appliance.slice", hardening=True, default_url="/tree",
         shared_paths=(Path("/srv/data"),), environment=())
     assert c.limits == config.LimitsConfig(memory=1024**3, cpu=1.0, tasks=512)
@@ -95,6 +99,7 @@ def test_full_file(tmp_path):
         admin_group="", admin_users=("alice",), pam_threads=8)
     assert c.spawner == config.SpawnerConfig(
         command=("python3", "-m", "jupyter_server"), start_timeout=60.0, stop_timeout=60.0,
+        concurrent_spawns=8, admission="limits", restart_cooldown=10.0,
         slice="jupyter-users.slice", hardening=False, default_url="/lab",
         shared_paths=(Path("/srv/data"), Path("/srv/scratch")),
         environment=(("LANG", "C.UTF-8"), ("PIP_INDEX_URL", "http://mirror/simple")))
@@ -146,6 +151,10 @@ BAD = [
      'spawner.start_timeout: expected a duration like "90s", "15m" or "1h30m", got "soon"'),
     ("[spawner]\nstop_timeout = 0",
      'spawner.stop_timeout: expected a duration like "90s", "15m" or "1h30m", got 0'),
+    ("[spawner]\nconcurrent_spawns = 0",
+     "spawner.concurrent_spawns: expected an integer from 1 to 1000, got 0"),
+    ("[spawner]\nadmission = 'free'",
+     'spawner.admission: expected "usage" or "limits", got "free"'),
     ("[spawner]\nslice = 'users'",
      'spawner.slice: expected a slice unit name like "notebook-appliance.slice", got "users"'),
     ("[spawner]\nhardening = 'yes'", 'spawner.hardening: expected true or false, got "yes"'),

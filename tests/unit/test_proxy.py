@@ -16,12 +16,12 @@ from yarl import URL
 from appliance import errors
 from appliance.proxy import (
     HOP_BY_HOP,
-    Upstream,
     _normalise_general,
     close_all,
     normalise_user_path,
     relay,
 )
+from appliance.upstream import Upstream
 
 HUB_COOKIES = frozenset({"appliance-session"})
 TOKEN = "upstream-secret-token"

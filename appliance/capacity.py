@@ -1,0 +1,37 @@
+"""How much memory the users' servers may have together, and how much they use now.
+
+The cap is the servers' slice's MemoryMax (systemd.resource-control(5); the shipped slice says
+80 % of RAM); where the slice sets none, the machine's RAM (psutil, the one psutil importer).
+Use is the slice's MemoryCurrent, or the machine's used memory where cgroup accounting cannot
+be read (a container with read-only cgroup v1 controllers).
+"""
+
+import asyncio
+import logging
+
+import psutil
+
+from appliance.errors import SystemdError
+from appliance.spawnqueue import Memory
+from appliance.systemd import SLICE, Systemd
+
+log = logging.getLogger(__name__)
+
+#: What systemd reports for "no limit" and "not known" in uint64 properties.
+UNSET = 2**64 - 1
+
+
+async def slice_memory(systemd: Systemd, slice_name: str, count_limits: bool) -> Memory:
+    """The memory picture for the admission queue (count_limits: ignore actual use)."""
+    host = await asyncio.get_running_loop().run_in_executor(None, psutil.virtual_memory)
+    try:
+        cap = await systemd.unit_property(slice_name, SLICE, "MemoryMax")
+        current = await systemd.unit_property(slice_name, SLICE, "MemoryCurrent")
+    except SystemdError as e:
+        log.warning("cannot read %s's memory (%s); using the machine's", slice_name, e)
+        cap, current = UNSET, UNSET
+    cap = host.total if cap in (None, UNSET) else min(cap, host.total)
+    if count_limits:
+        return Memory(cap)
+    in_use = host.total - host.available if current in (None, UNSET) else current
+    return Memory(cap, in_use)
