@@ -4,7 +4,7 @@
 # Pinned so the lint gives the same answer on every machine and in CI.
 RUFF_VERSION = 0.17.6
 
-.PHONY: test deps bench test-vm demo deb
+.PHONY: test deps bench classroom test-vm demo deb
 
 VERSION := $(shell dpkg-parsechangelog -S Version 2>/dev/null)
 DEB = build/notebook-appliance_$(VERSION)_all.deb
@@ -39,6 +39,12 @@ demo: deb
 bench:
 	tests/infra/nspawn.sh "$$(tests/infra/rootfs.sh)" . \
 	    env PYTHONPATH=/src python3 /src/tests/bench/bench_hub.py $(BENCH_ARGS)
+
+# Figures: N new users log in through the form and start at the same moment, each runs a
+# cell; a probe times the hub meanwhile (CLASSROOM_ARGS="--sizes 50" for a short run).
+classroom:
+	tests/infra/nspawn.sh "$$(tests/infra/rootfs.sh)" . \
+	    env PYTHONPATH=/src python3 /src/tests/bench/classroom.py $(CLASSROOM_ARGS)
 
 deps:
 	apt-get update -q

@@ -188,7 +188,7 @@ async def test_hub_stopped_mid_spawn_finishes_the_spawn_after_restart(start_hub,
     server = await spawner.start(units.Owner(account.name, account.uid, account.gid,
                                              account.home, account.shell))
     # Stop the hub once the unit runs but before Jupyter answers on its socket.
-    await wait_for(lambda: server.events[-1]["progress"] >= 50, timeout=30)
+    await wait_for(lambda: server.progress.events[-1]["progress"] >= 50, timeout=30)
     assert not server.ready
     await hub1.close()
     hub2 = await start_hub(cfg)
