@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import aiohttp  # noqa: E402
 import psutil  # noqa: E402
 
+from appliance.identity import XSRF_COOKIE  # noqa: E402
 from tests.bench.bench_hub import (  # noqa: E402
     Resources,
     api_token,
@@ -62,8 +63,8 @@ def make_students(res: Resources, count: int) -> list[Student]:
 
 
 def xsrf(session: aiohttp.ClientSession) -> str:
-    """The hub's _xsrf cookie, as the form's hidden field carries it."""
-    return next((c.value for c in session.cookie_jar if c.key == "_xsrf"), "")
+    """The hub's CSRF cookie, as the form's hidden field carries it."""
+    return next((c.value for c in session.cookie_jar if c.key == XSRF_COOKIE), "")
 
 
 async def first_minutes(base: str, student: Student, go: asyncio.Event) -> None:
