@@ -231,6 +231,8 @@ def main() -> int:
     """Set up a hub, run each classroom size, remove everything whatever happens."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="50,150,220", help="comma-separated class sizes")
+    p.add_argument("--concurrent", type=int, default=0,
+                   help="spawner.concurrent_spawns for this run (default: the hub's default)")
     args = p.parse_args()
     if os.geteuid() != 0 or os.environ.get("APPLIANCE_BOOTED_SYSTEMD") != "1":
         print("classroom: run as root inside the booted container (make classroom)",
@@ -243,6 +245,9 @@ def main() -> int:
     try:
         admin = res.make_users("b", 1)[0]
         cfg_path = write_config(res, admin=admin)
+        if args.concurrent:
+            with cfg_path.open("a") as f:
+                f.write(f"[spawner]\nconcurrent_spawns = {args.concurrent}\n")
         start_hub(res, cfg_path)
         res.admin_token = api_token(cfg_path, admin)
         hub = psutil.Process(res.hub.pid)

@@ -171,3 +171,33 @@ async def wait_ready(server) -> None:
     while not server.ready:
         assert server.state != "stopped", server.message
         await asyncio.sleep(0.1)
+
+
+def waits_in_line_then_lands_on_the_tree(page: Page, user: OSUser) -> str:
+    """(g) With the only launch slot taken, the pending page says the place in line in
+    words; when the slot frees, the browser goes on into Jupyter."""
+    page.button("Start my server").click()
+    page.wait_for(lambda p: "in line" in p.text("#message"), timeout=20, what="place in line")
+    said = page.text("#message")
+    page.wait_for_path(f"/user/{user.name}/tree", timeout=SPAWN_TIMEOUT)
+    return said
+
+
+async def test_the_pending_page_shows_the_place_in_line(start_hub, hub_config, make_user,
+                                                       chromium):
+    alice, bob = make_user(), make_user()
+    # One launch at a time, and each launch takes a few seconds: bob waits behind alice.
+    slow = ["sh", "-c", 'sleep 4; exec jupyter-notebook "$@"', "sh"]
+    hub = await start_hub(hub_config(spawner={"concurrent_spawns": 1, "command": slow}))
+    page = await asyncio.to_thread(chromium, hub)
+    await asyncio.to_thread(page.open, "/hub/login")
+    await asyncio.to_thread(log_in, page, bob)
+    await asyncio.to_thread(page.wait_for_path, "/hub/home")
+    spawner = hub.app["spawner"]
+    account = await hub.app["auth"].account(alice.name)
+    await hub.app["store"].ensure_user(account.name, account.admin)
+    await spawner.start(units.Owner(account.name, account.uid, account.gid, account.home,
+                                    account.shell))
+    said = await asyncio.to_thread(waits_in_line_then_lands_on_the_tree, page, bob)
+    assert said.startswith("You are 1st in line; about "), said
+    assert spawner.get(alice.name).ready and spawner.get(bob.name).ready
