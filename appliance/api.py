@@ -10,11 +10,11 @@ from datetime import datetime, timezone
 
 from aiohttp import web
 
-from appliance import __version__
-from appliance.errors import Forbidden, NotAuthenticated, NotFound
+from appliance import __version__, access, profiles
+from appliance.errors import BadRequest, Forbidden, NotAuthenticated, NotFound
 from appliance.identity import Identity, check_xsrf
 from appliance.units import Owner
-from appliance.userserver import Server
+from appliance.userserver import Server, ServerState, check_server_name
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,11 @@ def setup(app: web.Application) -> None:
     r.add_get("/hub/api/user", get_self)
     r.add_get("/hub/api/users", get_users)
     r.add_get("/hub/api/users/{name}", get_user)
-    r.add_post("/hub/api/users/{name}/server", start_server)
-    r.add_delete("/hub/api/users/{name}/server", stop_server)
-    r.add_get("/hub/api/users/{name}/server/progress", progress)
+    # The default server, and JupyterHub's named servers under .../servers/<server>.
+    for path in ("/hub/api/users/{name}/server", "/hub/api/users/{name}/servers/{server}"):
+        r.add_post(path, start_server)
+        r.add_delete(path, stop_server)
+        r.add_get(path + "/progress", progress)
     app["progress_streams"] = set()
     app.on_shutdown.append(end_progress_streams)
 
@@ -48,30 +50,46 @@ def isoformat(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+def api_path(server: Server) -> str:
+    """The server's resource under /hub/api (JupyterHub's layout)."""
+    if server.name:
+        return f"/hub/api/users/{server.user}/servers/{server.name}"
+    return f"/hub/api/users/{server.user}/server"
+
+
 def server_model(server: Server) -> dict:
     """One entry of a user's `servers`."""
     return {
         "name": server.name, "ready": server.ready, "pending": server.pending,
         "url": server.url, "started": isoformat(server.started),
         "last_activity": isoformat(server.last_activity),
-        "progress_url": f"/hub/api/users/{server.user}/server/progress",
+        "progress_url": api_path(server) + "/progress",
+        "user_options": {"profile": server.profile.name} if server.profile else {},
         "state": {"unit": server.unit}, "stopped_reason": server.message or None,
         "notice": server.notice or None,
     }
 
 
-def user_model(record, server: Server | None) -> dict:
-    """JupyterHub's user model."""
-    active = server is not None and server.state != "stopped"
+def user_model(record, servers: list[Server]) -> dict:
+    """JupyterHub's user model; `servers` lists the active ones, as JupyterHub does."""
+    default = next((s for s in servers if not s.name), None)
+    active = [s for s in servers if s.state != ServerState.STOPPED]
     return {
         "kind": "user", "name": record.name, "admin": record.admin, "groups": [],
-        "server": server.url if server is not None and server.ready else None,
-        "pending": server.pending if server is not None else None,
+        "server": default.url if default is not None and default.ready else None,
+        "pending": default.pending if default is not None else None,
         "created": isoformat(record.created),
         "last_activity": isoformat(max(filter(None, [
-            record.last_activity, server.last_activity if server else None]), default=None)),
-        "servers": {"": server_model(server)} if active else {},
+            record.last_activity, *(s.last_activity for s in servers)]), default=None)),
+        "servers": {s.name: server_model(s) for s in active},
     }
+
+
+def servers_of(request: web.Request, name: str) -> list[Server]:
+    """A user's default server (if the hub knows it) and named servers."""
+    spawner = request.app["spawner"]
+    default = spawner.find(name)
+    return ([default] if default else []) + spawner.named(name)
 
 
 async def require_identity(request: web.Request) -> Identity:
@@ -89,9 +107,7 @@ async def require_access(request: web.Request) -> tuple[Identity, str]:
     """The caller and the user named in the URL; only that user or an admin may go on."""
     identity = await require_identity(request)
     name = request.match_info["name"]
-    if identity.name != name and not identity.admin:
-        raise Forbidden(f"{identity.name} may not act on {name}",
-                        user_message=f"You may not act on {name}.")
+    access.check(identity, name, f"You may not act on {name}.")
     return identity, name
 
 
@@ -111,9 +127,8 @@ async def get_users(request: web.Request) -> web.Response:
     identity = await require_identity(request)
     if not identity.admin:
         raise Forbidden(f"{identity.name} is not an admin", user_message="Admins only.")
-    spawner = request.app["spawner"]
     records = await request.app["store"].list_users()
-    return web.json_response([user_model(r, spawner.servers.get(r.name)) for r in records])
+    return web.json_response([user_model(r, servers_of(request, r.name)) for r in records])
 
 
 async def get_user(request: web.Request) -> web.Response:
@@ -126,24 +141,58 @@ async def _model_of(request: web.Request, name: str) -> dict:
     record = await request.app["store"].get_user(name)
     if record is None:
         raise NotFound(f"no user {name}", user_message=f"No user named {name}.")
-    return user_model(record, request.app["spawner"].servers.get(name))
+    return user_model(record, servers_of(request, name))
 
 
-async def owner_of(request: web.Request, name: str) -> Owner:
-    """The OS account a server will run as, re-checked against the policy now."""
+def server_name(request: web.Request) -> str:
+    """The named server in the URL ("" for the default server), checked."""
+    name = request.match_info.get("server", "")
+    return check_server_name(name) if name else ""
+
+
+async def start_spawn(request: web.Request, name: str, server: str,
+                      profile_name: str | None) -> Server:
+    """Start one of name's servers with the profile asked for (or their default).
+
+    The account is looked up and checked against the policy now: a start uses its groups.
+    """
     account = await request.app["auth"].account(name)
     await request.app["store"].ensure_user(account.name, account.admin)
-    return Owner(account.name, account.uid, account.gid, account.home, account.shell)
+    profile = profiles.choose(request.app["profiles"], account.groups, profile_name)
+    owner = Owner(account.name, account.uid, account.gid, account.home, account.shell)
+    return await request.app["spawner"].start(owner, profile, server)
+
+
+async def user_options(request: web.Request) -> dict:
+    """JupyterHub's user_options: the POST body, a JSON object (or nothing)."""
+    if not request.can_read_body:
+        return {}
+    try:
+        options = await request.json()
+    except ValueError:
+        raise BadRequest("user_options is not JSON",
+                         user_message='Send user_options as a JSON object, like '
+                                      '{"profile": "large"}.') from None
+    if not isinstance(options, dict) or not isinstance(options.get("profile", ""), str):
+        raise BadRequest("user_options must be an object with a string profile",
+                         user_message='Send user_options as a JSON object, like '
+                                      '{"profile": "large"}.')
+    return options
 
 
 async def start_server(request: web.Request) -> web.Response:
-    """POST /hub/api/users/{name}/server: 201 when ready within SLOW_TIMEOUT, else 202."""
+    """POST .../server or .../servers/{server}: 201 when ready within SLOW_TIMEOUT, else 202.
+
+    The body is JupyterHub's user_options: {"profile": "large"} picks a profile.
+    """
     _, name = await require_access(request)
+    server_name_ = server_name(request)
+    options = await user_options(request)
     spawner = request.app["spawner"]
-    server = spawner.get(name)
-    if server.pending == "spawn":  # as JupyterHub: asking again while it starts is fine
+    server = spawner.find(name, server_name_)
+    if server is not None and server.pending == "spawn":  # as JupyterHub: asking again is fine
         return web.json_response(server_model(server), status=202)
-    server = await spawner.start(await owner_of(request, name))
+    server = await start_spawn(request, name, server_name_, options.get("profile") or None)
     ready = await spawner.wait_ready(server, SLOW_TIMEOUT)
     if not ready and server.state == "stopped":
         return web.json_response({"status": 500, "message": server.message}, status=500)
@@ -151,14 +200,25 @@ async def start_server(request: web.Request) -> web.Response:
 
 
 async def stop_server(request: web.Request) -> web.Response:
-    """DELETE /hub/api/users/{name}/server: 204 when stopped, 202 while still stopping."""
+    """DELETE .../server or .../servers/{server}: 204 when stopped, 202 while stopping.
+
+    A named server's body may say {"remove": true}: it is then forgotten once stopped.
+    """
     _, name = await require_access(request)
-    server = request.app["spawner"].get(name)
-    if server.state == "stopped":
+    server_name_ = server_name(request)
+    remove = bool(server_name_ and (await user_options(request)).get("remove"))
+    spawner = request.app["spawner"]
+    server = spawner.find(name, server_name_)
+    if server is None:
+        if server_name_:
+            raise NotFound(f"{name} has no server {server_name_!r}",
+                           user_message=f"There is no server named {server_name_!r}.")
         return web.Response(status=204)
-    if server.pending == "stop":
-        return web.Response(status=202)
-    task = asyncio.ensure_future(request.app["spawner"].stop(name))
+    if server.state == ServerState.STOPPED or server.pending == "stop":
+        if remove and server.state == ServerState.STOPPED:
+            await spawner.remove(name, server_name_)
+        return web.Response(status=204 if server.state == ServerState.STOPPED else 202)
+    task = asyncio.ensure_future(_stop(spawner, name, server_name_, remove))
     done, _ = await asyncio.wait({task}, timeout=SLOW_TIMEOUT)
     if task in done:
         task.result()
@@ -166,11 +226,22 @@ async def stop_server(request: web.Request) -> web.Response:
     return web.Response(status=202)
 
 
+async def _stop(spawner, name: str, server: str, remove: bool) -> None:
+    """Stop, then forget the named server when asked to."""
+    await spawner.stop(name, server)
+    if remove:
+        await spawner.remove(name, server)
+
+
 async def progress(request: web.Request) -> web.StreamResponse:
-    """GET .../server/progress: server-sent events until ready or failed, or the hub stops."""
+    """GET .../progress: server-sent events until ready or failed, or the hub stops."""
     _, name = await require_access(request)
     spawner = request.app["spawner"]
-    server = spawner.get(name)
+    named = server_name(request)
+    server = spawner.find(name, named) if named else spawner.get(name)
+    if server is None:
+        raise NotFound(f"{name} has no server {named!r}",
+                       user_message=f"There is no server named {named!r}.")
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})
     await response.prepare(request)

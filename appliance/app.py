@@ -9,16 +9,15 @@ import ipaddress
 import logging
 import os
 import secrets
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 from aiohttp import web
 
-from appliance import api, pages, userproxy
+from appliance import api, pages, profiles, serverpages, userproxy
 from appliance.auth import Authenticator
 from appliance.config import Config
-from appliance.errors import ApplianceError, ConfigError
+from appliance.errors import ApplianceError
 from appliance.identity import Identities
 from appliance.spawner import Spawner
 from appliance.store import Store
@@ -40,6 +39,7 @@ def build_app(cfg: Config, middlewares: Sequence = ()) -> web.Application:
     app.cleanup_ctx.append(_auth_ctx)
     app.cleanup_ctx.append(_spawner_ctx)
     pages.setup(app)
+    serverpages.setup(app)
     api.setup(app)
     userproxy.setup(app)
     return app
@@ -68,23 +68,13 @@ async def _spawner_ctx(app: web.Application):
     await systemd.connect()
     loop = asyncio.get_running_loop()
     secret = await loop.run_in_executor(None, load_secret, cfg.hub.state_dir / "hub-secret")
-    argv = resolve_command(cfg)
-    app["spawner"] = spawner = Spawner(cfg, systemd, app["store"], secret, argv)
+    app["profiles"] = await loop.run_in_executor(None, profiles.load, cfg)
+    app["spawner"] = spawner = Spawner(cfg, systemd, app["store"], secret, app["profiles"])
     await spawner.reconcile()
     spawner.start_watching()
     yield
     await spawner.close()
     await systemd.close()
-
-
-def resolve_command(cfg: Config) -> list[str]:
-    """The notebook command with its program made absolute; ConfigError if not installed."""
-    argv = list(cfg.spawner.command)
-    program = shutil.which(argv[0], path="/usr/local/bin:/usr/bin:/bin")
-    if program is None:
-        raise ConfigError(f"{cfg.source or 'defaults'}: spawner.command: {argv[0]!r} is not "
-                          "an installed program (apt install jupyter-notebook?)")
-    return [program] + argv[1:]
 
 
 def load_secret(path: Path) -> bytes:

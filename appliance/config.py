@@ -205,6 +205,8 @@ class SpawnerConfig:
     admission: str = _opt("usage", _admission,
         'A start waits while the servers\' use ("usage") or limits ("limits") plus its own '
         "limit exceed the slice's MemoryMax.")
+    named_servers_limit: int = _opt(0, _int(0, 100),
+        "Named servers a user may run at once besides the default one (0 = named servers off).")
     restart_cooldown: float = _opt("2s", parse_duration,
         "Least time between two starts of one user's server (slows start-stop loops).")
     slice: str = _opt("notebook-appliance.slice", _slice,
@@ -235,6 +237,33 @@ SECTIONS: dict[str, type] = {
     "hub": HubConfig, "auth": AuthConfig, "spawner": SpawnerConfig, "limits": LimitsConfig}
 
 
+def _or_inherit(parse: Callable[[object], Any]) -> Callable[[object], Any]:
+    """A profile key left out (None) is taken from [limits] or [spawner] (profiles.py)."""
+    return lambda value: None if value is None else parse(value)
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    """A server size or stack users may choose; keys left out come from [limits]/[spawner]."""
+
+    description: str = _opt("", _string, "What the user reads beside the choice.")
+    memory: int | None = _opt(None, _or_inherit(parse_size), "MemoryMax= (limits.memory).")
+    cpu: float | None = _opt(None, _or_inherit(_cores), "CPU cores (limits.cpu).")
+    tasks: int | None = _opt(None, _or_inherit(_int(16)), "TasksMax= (limits.tasks).")
+    command: tuple[str, ...] | None = _opt(None, _or_inherit(_argv),
+        "Server command line (spawner.command), e.g. a venv with JupyterLab.")
+    environment: tuple[tuple[str, str], ...] = _opt({}, _environment,
+        "Extra environment, added to spawner.environment.")
+    default_url: str | None = _opt(None, _or_inherit(_url_path),
+        "First page (spawner.default_url).")
+    groups: tuple[str, ...] = _opt([], _groups, "Unix groups who may choose it; [] = everyone.")
+    default: bool = _opt(False, _bool, "Preselected (at most one profile).")
+
+
+#: A profile's name: it appears in URLs, forms and the store.
+_PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole validated configuration; source is the file it came from ("" for defaults)."""
@@ -243,6 +272,8 @@ class Config:
     auth: AuthConfig
     spawner: SpawnerConfig
     limits: LimitsConfig
+    #: [profiles.<name>] tables as (name, profile), in file order; () = [limits] is the one.
+    profiles: tuple[tuple[str, ProfileConfig], ...] = ()
     source: str = ""
 
 
@@ -272,16 +303,41 @@ def defaults() -> Config:
 
 def _build(data: dict[str, Any], src: str) -> Config:
     """Validate parsed TOML into a Config."""
-    _reject_unknown(data, SECTIONS, src, "")
+    _reject_unknown(data, {**SECTIONS, "profiles": None}, src, "")
     sections = {}
     for name, cls in SECTIONS.items():
-        table = data.get(name, {})
-        if not isinstance(table, dict):
-            raise ConfigError(f"{src}: {name}: expected a table [{name}], got {_toml(table)}")
-        sections[name] = _section(cls, name, table, src)
-    config = Config(**sections, source=src)
+        sections[name] = _section(cls, name, _table(data, name, src), src)
+    config = Config(**sections, profiles=_profiles(_table(data, "profiles", src), src),
+                    source=src)
     _check_tls(config.hub, src)
     return config
+
+
+def _table(data: dict[str, Any], name: str, src: str) -> dict[str, Any]:
+    """data[name] when it is a table (or missing: empty); ConfigError otherwise."""
+    table = data.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{src}: {name}: expected a table [{name}], got {_toml(table)}")
+    return table
+
+
+def _profiles(tables: dict[str, Any], src: str) -> tuple[tuple[str, ProfileConfig], ...]:
+    """Every [profiles.<name>] table; names must be plain, at most one the default."""
+    profiles = []
+    for name, table in tables.items():
+        dotted = f"profiles.{_toml_key(name)}"
+        if not _PROFILE_NAME.fullmatch(name):
+            raise ConfigError(f"{src}: {dotted}: expected a name of letters, digits, - and _ "
+                              "(up to 32, starting with a letter or digit)")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{src}: {dotted}: expected a table [{dotted}], got "
+                              f"{_toml(table)}")
+        profiles.append((name, _section(ProfileConfig, dotted, table, src)))
+    defaults = [name for name, p in profiles if p.default]
+    if len(defaults) > 1:
+        raise ConfigError(f"{src}: profiles.{defaults[1]}.default: expected only one profile "
+                          f"with default = true, got {', '.join(defaults)}")
+    return tuple(profiles)
 
 
 def _section(cls: type, name: str, table: dict[str, Any], src: str) -> Any:
@@ -333,7 +389,26 @@ def generate() -> str:
         lines += ["", f"# {cls.__doc__}", f"[{name}]"]
         for f in fields(cls):
             lines += [f"# {f.metadata['help']}", f"{f.name} = {_toml(f.metadata['default'])}"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + _PROFILES_EXAMPLE
+
+
+_PROFILES_EXAMPLE = """
+# Profiles (optional): servers users choose from on the spawn page ("user_options" in the
+# API). Without any, [limits] and [spawner] above are the one profile. Keys left out of a
+# profile come from [limits] and [spawner]; groups limits who may choose it. A user in several
+# groups may choose every profile any of them allows, and gets the largest by default when
+# the default profile is not theirs.
+#
+# [profiles.standard]
+# description = "Standard: 1 GiB, 1 core"
+# default = true
+#
+# [profiles.large]
+# description = "Large: 4 GiB, 2 cores, for the research group"
+# memory = "4G"
+# cpu = 2
+# groups = ["research"]
+"""
 
 
 def _toml_key(key: str) -> str:

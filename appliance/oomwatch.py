@@ -29,8 +29,8 @@ def oom_kills(cgroup: str) -> int | None:
 
 
 def read_counters(cgroups: dict[str, str]) -> dict[str, int | None]:
-    """oom_kills for many servers at once (one executor hop per poll)."""
-    return {user: oom_kills(cgroup) for user, cgroup in cgroups.items()}
+    """oom_kills for many servers (keyed by unit) at once: one executor hop per poll."""
+    return {unit: oom_kills(cgroup) for unit, cgroup in cgroups.items()}
 
 
 async def watch(spawner) -> None:
@@ -38,9 +38,9 @@ async def watch(spawner) -> None:
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(POLL_SECONDS)
-        servers = {s.user: s for s in spawner.running() if s.cgroup}
+        servers = {s.unit: s for s in spawner.running() if s.cgroup}
         counts = await loop.run_in_executor(
             None, read_counters, {u: s.cgroup for u, s in servers.items()})
-        for user, count in counts.items():
-            if count is not None and user in servers:
-                spawner.oom_counted(servers[user], count)
+        for unit, count in counts.items():
+            if count is not None and unit in servers:
+                spawner.oom_counted(servers[unit], count)

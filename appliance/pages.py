@@ -1,4 +1,5 @@
-"""The hub's HTML pages: login, home, spawn, spawn-pending, logout (Jinja2, autoescaped).
+"""The hub's HTML pages: login, home, logout, and the helpers every page uses (Jinja2,
+autoescaped); the pages that start and stop servers are in serverpages.py.
 
 The only module that imports jinja2. Forms carry the CSRF token; state changes are POSTs.
 """
@@ -10,9 +11,9 @@ from urllib.parse import quote, urlsplit
 import jinja2
 from aiohttp import web
 
-from appliance.api import owner_of
+from appliance import profiles
 from appliance.config import format_size
-from appliance.errors import AuthError, Forbidden
+from appliance.errors import AuthError
 from appliance.identity import (
     SESSION_COOKIE,
     XSRF_COOKIE,
@@ -33,6 +34,8 @@ def setup(app: web.Application) -> None:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined,
                              auto_reload=False)
+    env.filters["size"] = format_size
+    env.filters["cores"] = lambda n: f"{n:g} core" + ("" if n == 1 else "s")
     for name in env.list_templates(extensions=["html"]):
         env.get_template(name)
     app["jinja"] = env
@@ -45,10 +48,6 @@ def setup(app: web.Application) -> None:
     r.add_get("/hub/logout", logout)
     r.add_get("/hub/home", home)
     r.add_get("/hub/spawn", spawn_self)
-    r.add_get("/hub/spawn/{name}", spawn_form)
-    r.add_post("/hub/spawn/{name}", spawn_submit)
-    r.add_post("/hub/stop/{name}", stop_submit)
-    r.add_get("/hub/spawn-pending/{name}", spawn_pending)
     r.add_static("/hub/static/", HERE / "static")
 
 
@@ -136,22 +135,17 @@ async def logout(request: web.Request) -> web.Response:
 
 
 async def home(request: web.Request) -> web.Response:
-    """GET /hub/home: the user's server, its state and limits, start/stop."""
+    """GET /hub/home: the user's server (state, profile, limits, start/stop) and their named
+    servers with a form for a new one."""
     identity = await current(request)
-    server = request.app["spawner"].get(identity.name)
-    limits = request.app["config"].limits
-    return render(request, "home.html", server=server, memory=format_size(limits.memory),
-                  cpu=limits.cpu)
-
-
-async def server_in_url(request: web.Request):
-    """The server named in the URL; only its owner or an admin may start, stop or watch it."""
-    identity = await current(request)
-    name = request.match_info["name"]
-    if identity.name != name and not identity.admin:
-        raise Forbidden(f"{identity.name} may not act on {name}",
-                        user_message="This is not your server.")
-    return request.app["spawner"].get(name)
+    spawner = request.app["spawner"]
+    server = spawner.get(identity.name)
+    account = await request.app["auth"].account(identity.name)
+    options = profiles.open_to(request.app["profiles"], account.groups)
+    default = profiles.choose(request.app["profiles"], account.groups, None) if options else None
+    return render(request, "home.html", server=server, profile=server.profile or default,
+                  profiles=options, named=spawner.named(identity.name),
+                  named_limit=request.app["config"].spawner.named_servers_limit)
 
 
 async def checked_form(request: web.Request):
@@ -165,43 +159,3 @@ async def spawn_self(request: web.Request) -> web.Response:
     """GET /hub/spawn: the caller's own spawn page."""
     identity = await current(request)
     raise web.HTTPFound(f"/hub/spawn/{quote(identity.name)}")
-
-
-async def spawn_form(request: web.Request) -> web.Response:
-    """GET /hub/spawn/{name}: running servers are opened, stopped ones offer a button."""
-    server = await server_in_url(request)
-    name = server.user
-    target = safe_next(request.query.get("next"), server.url)
-    if server.ready:
-        return redirect(target)
-    if server.pending == "spawn":
-        return redirect(f"/hub/spawn-pending/{quote(name)}?next={quote(target)}")
-    return render(request, "spawn.html", name=name, server=server, next=target,
-                  memory=format_size(request.app["config"].limits.memory))
-
-
-async def spawn_submit(request: web.Request) -> web.Response:
-    """POST /hub/spawn/{name}: start the server, then watch it on the pending page."""
-    server = await server_in_url(request)
-    form = await checked_form(request)
-    if server.state == "stopped":
-        await request.app["spawner"].start(await owner_of(request, server.user))
-    target = safe_next(str(form.get("next", "")), server.url)
-    return redirect(f"/hub/spawn-pending/{quote(server.user)}?next={quote(target)}")
-
-
-async def stop_submit(request: web.Request) -> web.Response:
-    """POST /hub/stop/{name}: stop the server and go home."""
-    server = await server_in_url(request)
-    await checked_form(request)
-    await request.app["spawner"].stop(server.user)
-    return redirect("/hub/home")
-
-
-async def spawn_pending(request: web.Request) -> web.Response:
-    """GET /hub/spawn-pending/{name}: a progress bar fed by the progress event stream."""
-    server = await server_in_url(request)
-    target = safe_next(request.query.get("next"), server.url)
-    if server.ready:
-        return redirect(target)
-    return render(request, "spawn_pending.html", name=server.user, server=server, next=target)

@@ -12,9 +12,10 @@ import signal
 import time
 from functools import partial
 
-from appliance import capacity, oomwatch, rundir, units
+from appliance import capacity, oomwatch, profiles, rundir, units
 from appliance.config import Config, format_size
-from appliance.errors import Conflict, SpawnError, SystemdError
+from appliance.errors import Conflict, Forbidden, NotFound, SpawnError, SystemdError
+from appliance.profiles import Profile
 from appliance.spawnqueue import SpawnQueue
 from appliance.store import Store
 from appliance.systemd import SERVICE, Systemd
@@ -30,16 +31,16 @@ ACTIVITY_SECONDS = 60.0
 
 
 class Spawner:
-    """All servers of the hub, keyed by user name."""
+    """All servers of the hub, keyed by (user, server name); "" is a user's default server."""
 
     def __init__(self, cfg: Config, systemd: Systemd, store: Store, secret: bytes,
-                 argv: list[str]):
+                 profiles: tuple[Profile, ...]):
         self.cfg = cfg
         self.systemd = systemd
         self.store = store
-        self.argv = argv + [f"--config={units.JUPYTER_CONFIG}"]
+        self.profiles = profiles
         self._secret = secret
-        self.servers: dict[str, Server] = {}
+        self.servers: dict[tuple[str, str], Server] = {}
         self.queue = SpawnQueue(
             cfg.spawner.concurrent_spawns,
             partial(capacity.slice_memory, systemd, cfg.spawner.slice,
@@ -67,40 +68,73 @@ class Spawner:
         if server.oom_kills >= 0 and count > server.oom_kills:
             server.notice = (f"A process in your server (usually a notebook kernel) was "
                              f"stopped because it used more than your "
-                             f"{format_size(self.cfg.limits.memory)} memory limit. Restart "
-                             "the kernel and work with less data at once.")
+                             f"{format_size(self._profile(server).memory)} memory limit. "
+                             "Restart the kernel and work with less data at once.")
             log.warning("user=%s OOM killer ended a process in %s (oom_kill=%d)",
-                        server.user, server.unit, count)
+                        server.label, server.unit, count)
         server.oom_kills = count
 
-    def get(self, user: str) -> Server:
-        """The user's server object (stopped if never started)."""
-        if user not in self.servers:
-            paths = units.ServerPaths.for_user(self.cfg.hub.runtime_dir, user)
-            self.servers[user] = Server(user, "", units.unit_name(user), paths,
-                                        units.base_url(user))
-        return self.servers[user]
+    def get(self, user: str, name: str = "") -> Server:
+        """A user's server object (stopped if never started)."""
+        key = (user, name)
+        if key not in self.servers:
+            paths = units.ServerPaths.for_user(self.cfg.hub.runtime_dir, user, name)
+            self.servers[key] = Server(user, name, units.unit_name(user, name), paths,
+                                       units.base_url(user, name))
+        return self.servers[key]
+
+    def find(self, user: str, name: str = "") -> Server | None:
+        """A server the hub knows, or None (never creates one)."""
+        return self.servers.get((user, name))
+
+    def named(self, user: str) -> list[Server]:
+        """The user's named servers, by name."""
+        return sorted((s for (u, n), s in self.servers.items() if u == user and n),
+                      key=lambda s: s.name)
 
     def running(self) -> list[Server]:
         """Servers that are ready."""
         return [s for s in self.servers.values() if s.ready]
 
+    def _profile(self, server: Server) -> Profile:
+        """The server's profile; one from the config for a server never started here."""
+        return server.profile or profiles.named(self.profiles, "")
+
     # -- start -------------------------------------------------------------------------------
 
-    async def start(self, owner: units.Owner) -> Server:
-        """Begin starting the owner's server in the background; Conflict if not stopped."""
-        server = self.get(owner.name)
+    async def start(self, owner: units.Owner, profile: Profile, name: str = "") -> Server:
+        """Begin starting one of the owner's servers in the background with profile.
+
+        Conflict if it is not stopped; Forbidden past spawner.named_servers_limit.
+        """
+        if name:
+            self._check_named_limit(owner.name, name)
+        server = self.get(owner.name, name)
         if server.state != STOPPED:
-            raise Conflict(f"{owner.name}'s server is already {server.state}",
+            raise Conflict(f"{server.label}'s server is already {server.state}",
                            user_message=f"Your server is already {server.state}.")
+        server.profile = profile
         server.message, server.notice, server.oom_kills, server.exited = "", "", 0, False
         server.started = time.time()
         server.token = self._server_token(server)
         server.progress.restart()
         await self.set_state(server, STARTING)  # a restarted hub must know of it
         server.progress.emit(0, "Server requested")
-        server.task = asyncio.create_task(self._spawn(server, owner), name=f"spawn-{owner.name}")
+        server.task = asyncio.create_task(self._spawn(server, owner),
+                                          name=f"spawn-{server.label}")
         return server
+
+    def _check_named_limit(self, user: str, name: str) -> None:
+        """Named servers are off at limit 0 (as JupyterHub); else at most limit active."""
+        limit = self.cfg.spawner.named_servers_limit
+        if limit == 0:
+            raise NotFound("named servers are off (spawner.named_servers_limit = 0)",
+                           user_message="Named servers are not enabled on this hub.")
+        active = [s for s in self.named(user) if s.state != STOPPED and s.name != name]
+        if len(active) >= limit:
+            raise Forbidden(f"{user} already has {len(active)} named servers running",
+                            user_message=f"You may run at most {limit} named servers at "
+                                         "once; stop one first.")
 
     async def wait_ready(self, server: Server, timeout: float) -> bool:
         """Wait up to timeout for a pending spawn; True if the server is ready."""
@@ -111,7 +145,7 @@ class Spawner:
     async def _spawn(self, server: Server, owner: units.Owner) -> None:
         """Wait for a turn in the queue, launch, wait until Jupyter answers."""
         try:
-            await self.queue.enter(server.user, self.cfg.limits.memory,
+            await self.queue.enter(server.unit, self._profile(server).memory,
                                    partial(self._tell_place, server))
         except SpawnError as e:
             await self._spawn_failed(server, e)
@@ -120,7 +154,7 @@ class Spawner:
         try:
             await self._launch_and_answer(server, owner)
         finally:
-            self.queue.launched(server.user, time.monotonic() - began)
+            self.queue.launched(server.unit, time.monotonic() - began)
 
     def _tell_place(self, server: Server, position: int, words: str) -> None:
         """The queue's word on a waiting start, as a progress event."""
@@ -152,7 +186,7 @@ class Spawner:
         server.upstream = Upstream(str(server.paths.socket), server.token)
         server.last_activity = time.time()
         await self.set_state(server, RUNNING)
-        log.info("user=%s server ready in %.2fs (%s)", server.user,
+        log.info("user=%s server ready in %.2fs (%s)", server.label,
                  time.time() - server.started, server.unit)
         server.progress.emit(100, f"Server ready at {server.url}", ready=True, url=server.url)
 
@@ -160,13 +194,15 @@ class Spawner:
         """Prepare the private directory, then StartTransientUnit."""
         await self._in_thread(rundir.prepare_directory, server.paths, owner.uid, owner.gid,
                               server.token)
-        props = units.unit_properties(self.cfg, owner, server.paths, self.argv, server.url)
+        props = units.unit_properties(self.cfg, self._profile(server), owner, server.paths,
+                                      server.url)
         server.progress.emit(20, "Starting the server as a systemd unit")
         await self.systemd.reset_failed(server.unit)
         self.systemd.watch(server.unit, self._on_unit_change)
         await self.systemd.start_transient(server.unit, props)
         server.progress.emit(50, "Server process running, waiting for Jupyter to answer")
-        log.info("user=%s started %s", server.user, server.unit)
+        log.info("user=%s started %s (profile %s)", server.label, server.unit,
+                 self._profile(server).name)
 
     async def _wait_answering(self, server: Server) -> None:
         """Poll the socket until Jupyter answers HTTP; fail if the unit dies meanwhile."""
@@ -183,7 +219,7 @@ class Spawner:
         """Stop what was started, record why, and tell whoever watches the progress."""
         reason = server.message or getattr(error, "user_message", "") or str(error)
         log.warning("user=%s spawn failed: %s (see journalctl -u %s)",
-                    server.user, error, server.unit)
+                    server.label, error, server.unit)
         await self._teardown(server)
         server.message = reason
         await self.set_state(server, STOPPED)
@@ -191,21 +227,33 @@ class Spawner:
 
     # -- stop --------------------------------------------------------------------------------
 
-    async def stop(self, user: str) -> Server:
-        """Stop the user's server and wait for it; Conflict if it is not running."""
-        server = self.get(user)
+    async def stop(self, user: str, name: str = "") -> Server:
+        """Stop one of the user's servers and wait for it; Conflict if it is not running."""
+        server = self.get(user, name)
         if server.state == STARTING and server.task is not None:
             server.task.cancel()
         elif server.state != RUNNING:
-            raise Conflict(f"{user}'s server is not running",
+            raise Conflict(f"{server.label}'s server is not running",
                            user_message="Your server is not running.")
         await self.set_state(server, STOPPING)
         server.progress.close()
         await self._teardown(server)
         server.message = ""
         await self.set_state(server, STOPPED)
-        log.info("user=%s server stopped", user)
+        log.info("user=%s server stopped", server.label)
         return server
+
+    async def remove(self, user: str, name: str) -> None:
+        """Forget a stopped named server (JupyterHub's DELETE with "remove": true)."""
+        server = self.find(user, name)
+        if server is None or not name:
+            return
+        if server.state != STOPPED:
+            raise Conflict(f"{server.label} is {server.state}",
+                           user_message="Stop the server before removing it.")
+        del self.servers[server.key]
+        await self.store.delete_server(user, name)
+        log.info("user=%s named server removed", server.label)
 
     async def _teardown(self, server: Server) -> None:
         """StopUnit, close the relay, remove the private directory, free its memory."""
@@ -214,7 +262,7 @@ class Spawner:
             await self.systemd.reset_failed(server.unit)
         finally:
             self.systemd.unwatch(server.unit)
-            self.queue.stopped(server.user)
+            self.queue.stopped(server.unit)
             if server.upstream is not None:
                 await server.upstream.close()
                 server.upstream = None
@@ -241,9 +289,10 @@ class Spawner:
             return  # the 'inactive' of a unit just being created, before it activates
         final = await self._in_thread(oomwatch.oom_kills, server.cgroup) if server.cgroup else None
         oom = server.oom_kills > 0 or bool(final)
-        reason = exit_reason(state.result, state.exec_main_status, self.cfg.limits.memory, oom)
+        reason = exit_reason(state.result, state.exec_main_status,
+                             self._profile(server).memory, oom)
         log.warning("user=%s %s ended (result=%s status=%s); see journalctl -u %s",
-                    server.user, server.unit, state.result, state.exec_main_status, server.unit)
+                    server.label, server.unit, state.result, state.exec_main_status, server.unit)
         server.message = reason
         if server.state == RUNNING:
             await self._teardown(server)
@@ -258,7 +307,8 @@ class Spawner:
         for rec in await self.store.servers():
             if rec.state == STOPPED:
                 continue
-            server = self.get(rec.user)
+            server = self.get(rec.user, rec.name)
+            server.profile = profiles.named(self.profiles, rec.profile)
             server.started, server.last_activity = rec.started, rec.last_activity
             server.token = self._server_token(server)
             await self._adopt(server)
@@ -268,23 +318,23 @@ class Spawner:
         state = await self.systemd.state(server.unit)
         self.systemd.watch(server.unit, self._on_unit_change)
         if state.running:
-            self.queue.reserve(server.user, self.cfg.limits.memory)
+            self.queue.reserve(server.unit, self._profile(server).memory)
         if state.running and await probe(server.paths.socket, server.url + "api", server.token):
             server.upstream = Upstream(str(server.paths.socket), server.token)
             server.cgroup = await self.systemd.unit_property(server.unit, SERVICE, "ControlGroup")
             server.oom_kills = -1
             await self.set_state(server, RUNNING)
-            log.info("user=%s adopted running %s", server.user, server.unit)
+            log.info("user=%s adopted running %s", server.label, server.unit)
             return
         if state.running:
             # The hub went down mid-spawn: the unit runs but Jupyter is not up yet.
-            log.info("user=%s adopting %s, still starting", server.user, server.unit)
+            log.info("user=%s adopting %s, still starting", server.label, server.unit)
             await self.set_state(server, STARTING)
             server.progress.restart()
             server.progress.emit(50, "Server process running, waiting for Jupyter to answer")
             server.task = asyncio.create_task(self._finish_spawn(server))
             return
-        log.info("user=%s %s is gone (%s); marked stopped", server.user, server.unit,
+        log.info("user=%s %s is gone (%s); marked stopped", server.label, server.unit,
                  state.active_state)
         await self._teardown(server)
         server.message = "Your server stopped while the hub was restarting."
@@ -296,7 +346,7 @@ class Spawner:
             state = await self.systemd.state(server.unit)
             if not state.running:
                 log.warning("user=%s %s ended while the D-Bus connection was down",
-                            server.user, server.unit)
+                            server.label, server.unit)
                 self._on_unit_change(server.unit, {"ActiveState": state.active_state})
 
     async def close(self) -> None:

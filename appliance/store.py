@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -47,6 +47,11 @@ CREATE TABLE IF NOT EXISTS servers (
     PRIMARY KEY (user, name)
 );
 """
+#: Each step brings a database from version N-1 to N (index N-2).
+_MIGRATIONS = (
+    # 2: the profile a server was started with, so a restarted hub shows and keeps it.
+    "ALTER TABLE servers ADD COLUMN profile TEXT NOT NULL DEFAULT ''",
+)
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,7 @@ class ServerRecord:
     started: float | None
     last_activity: float | None
     message: str = ""
+    profile: str = ""
 
 
 def hash_secret(secret: str) -> str:
@@ -207,14 +213,20 @@ class Store:
 
     async def save_server(self, rec: ServerRecord) -> None:
         """Insert or replace a server row."""
-        await self._run(self._q, "INSERT OR REPLACE INTO servers VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        await self._run(self._q, "INSERT OR REPLACE INTO servers(user, name, unit, socket, "
+                        "state, started, last_activity, message, profile) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         rec.user, rec.name, rec.unit, rec.socket, rec.state, rec.started,
-                        rec.last_activity, rec.message)
+                        rec.last_activity, rec.message, rec.profile)
+
+    async def delete_server(self, user: str, name: str) -> None:
+        """Forget a (named) server."""
+        await self._run(self._q, "DELETE FROM servers WHERE user=? AND name=?", user, name)
 
     async def servers(self) -> list[ServerRecord]:
         """Every recorded server."""
         rows = await self._run(self._q, "SELECT user, name, unit, socket, state, started,"
-                               " last_activity, message FROM servers")
+                               " last_activity, message, profile FROM servers")
         return [ServerRecord(*r) for r in rows]
 
 
@@ -226,6 +238,9 @@ def _migrate(db: sqlite3.Connection) -> None:
                            "; install the newer notebook-appliance again")
     if version < 1:
         db.executescript(_SCHEMA)
+        version = 1
+    for step in _MIGRATIONS[version - 1:]:
+        db.execute(step)
     db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.config import Config
+from appliance.profiles import Profile
 from appliance.systemd import Property, escape_unit_part
 
 #: The Jupyter config every server loads: it reads the token from a file, see its docstring.
@@ -53,9 +54,14 @@ class Owner:
     shell: str
 
 
-def unit_properties(cfg: Config, owner: Owner, paths: ServerPaths, argv: list[str],
+def unit_properties(cfg: Config, profile: Profile, owner: Owner, paths: ServerPaths,
                     url: str) -> list[Property]:
-    """Every property of a notebook server's transient service."""
+    """Every property of a notebook server's transient service.
+
+    Size and stack come from the frozen profile alone; cfg gives what every server shares
+    (slice, stop timeout, sandbox, shared paths).
+    """
+    argv = [*profile.command, f"--config={JUPYTER_CONFIG}"]
     props = [
         ("Description", "s", f"Jupyter notebook server of {owner.name}"),
         # exec: the start job fails at once if the command cannot be executed.
@@ -64,39 +70,39 @@ def unit_properties(cfg: Config, owner: Owner, paths: ServerPaths, argv: list[st
         ("Group", "s", str(owner.gid)),
         ("WorkingDirectory", "s", owner.home),
         ("ExecStart", "a(sasb)", [[argv[0], argv, False]]),
-        ("Environment", "as", environment(cfg, owner, paths, url)),
+        ("Environment", "as", environment(profile, owner, paths, url)),
         ("Slice", "s", cfg.spawner.slice),
         ("TimeoutStopUSec", "t", int(cfg.spawner.stop_timeout * 1e6)),
     ]
-    return props + limit_properties(cfg) + (hardening_properties(cfg, owner, paths)
-                                            if cfg.spawner.hardening else [])
+    return props + limit_properties(profile) + (hardening_properties(cfg, owner, paths)
+                                                if cfg.spawner.hardening else [])
 
 
-def environment(cfg: Config, owner: Owner, paths: ServerPaths, url: str) -> list[str]:
+def environment(profile: Profile, owner: Owner, paths: ServerPaths, url: str) -> list[str]:
     """The server's environment: no secrets here, `systemctl show` prints it to anyone."""
     env = {
         "HOME": owner.home, "USER": owner.name, "LOGNAME": owner.name, "SHELL": owner.shell,
         "PATH": SAFE_PATH, "LANG": "C.UTF-8",
         "APPLIANCE_SOCKET": str(paths.socket), "APPLIANCE_TOKEN_FILE": str(paths.token_file),
-        "APPLIANCE_BASE_URL": url, "APPLIANCE_DEFAULT_URL": cfg.spawner.default_url,
+        "APPLIANCE_BASE_URL": url, "APPLIANCE_DEFAULT_URL": profile.default_url,
         # Jupyter's runtime files (kernel connection files) stay in the private directory.
         "JUPYTER_RUNTIME_DIR": str(paths.directory / "runtime"),
     }
-    env.update(dict(cfg.spawner.environment))
+    env.update(dict(profile.environment))
     return [f"{k}={v}" for k, v in env.items()]
 
 
-def limit_properties(cfg: Config) -> list[Property]:
-    """cgroup limits from [limits] (systemd.resource-control(5))."""
+def limit_properties(profile: Profile) -> list[Property]:
+    """cgroup limits of the profile (systemd.resource-control(5))."""
     return [
         ("MemoryAccounting", "b", True),
-        ("MemoryMax", "t", cfg.limits.memory),
+        ("MemoryMax", "t", profile.memory),
         # Swap off: a server over its limit is stopped, not left thrashing the disk.
         ("MemorySwapMax", "t", 0),
         ("CPUAccounting", "b", True),
-        ("CPUQuotaPerSecUSec", "t", int(cfg.limits.cpu * 1_000_000)),
+        ("CPUQuotaPerSecUSec", "t", int(profile.cpu * 1_000_000)),
         ("TasksAccounting", "b", True),
-        ("TasksMax", "t", cfg.limits.tasks),
+        ("TasksMax", "t", profile.tasks),
         # continue: the kernel's OOM killer ends the biggest process (usually a kernel);
         # the notebook server itself survives and the user can restart the kernel.
         ("OOMPolicy", "s", "continue"),

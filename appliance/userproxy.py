@@ -9,9 +9,11 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from appliance import access
 from appliance.errors import Forbidden, NotFound, ServerNotRunning
 from appliance.identity import HUB_COOKIES
 from appliance.proxy import close_all, normalise_user_path, relay
+from appliance.userserver import Server
 
 
 def setup(app: web.Application) -> None:
@@ -42,13 +44,13 @@ async def handle_user_request(request: web.Request) -> web.StreamResponse:
             raise Forbidden("no credentials for a user server",
                             user_message="Log in to the hub first.")
         raise web.HTTPFound("/hub/login?next=" + quote(path))
-    if identity.name != user and not identity.admin:
-        raise Forbidden(f"{identity.name} may not reach {user}'s server",
-                        user_message="This is not your server.")
+    access.check(identity, user, "This is not your server.")
     spawner = request.app["spawner"]
-    if user not in spawner.servers and identity.name != user:
-        raise NotFound(f"no server for {user}", user_message="There is no such server.")
-    server = spawner.get(user)
+    server = server_for(spawner, user, path)
+    if server is None:
+        if identity.name != user:  # an admin asking after a user the hub has never seen
+            raise NotFound(f"no server for {user}", user_message="There is no such server.")
+        server = spawner.get(user)
     if not server.ready:
         return not_running(request, server, path, user)
     server.last_activity = time.time()
@@ -56,10 +58,22 @@ async def handle_user_request(request: web.Request) -> web.StreamResponse:
                        websockets=request.app["websockets"])
 
 
-def not_running(request: web.Request, server, path: str, user: str) -> web.StreamResponse:
+def server_for(spawner, user: str, path: str) -> Server | None:
+    """The server a /user/<user>/... path reaches: a named server when the next segment names
+    one the user has (/user/alice/lab/...), else the default one; None when the hub has not
+    seen the default one yet."""
+    first = path[len(f"/user/{user}/"):].partition("/")[0]
+    if first and (named := spawner.find(user, first)) is not None:
+        return named
+    return spawner.find(user)
+
+
+def not_running(request: web.Request, server: Server, path: str,
+                user: str) -> web.StreamResponse:
     """API clients get 424 as from JupyterHub; browsers go to the spawn page."""
     if is_api_request(request, path, user):
-        raise ServerNotRunning(f"{user}'s server is not running",
-                               user_message=f"{user}'s server is not running.")
+        raise ServerNotRunning(f"{server.label}'s server is not running",
+                               user_message=f"{server.label}'s server is not running.")
     target = "spawn-pending" if server.pending == "spawn" else "spawn"
-    raise web.HTTPFound(f"/hub/{target}/{quote(user)}?next={quote(path)}")
+    where = quote(user) + (f"/{quote(server.name)}" if server.name else "")
+    raise web.HTTPFound(f"/hub/{target}/{where}?next={quote(path)}")

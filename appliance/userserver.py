@@ -5,13 +5,34 @@ API read it. The store keeps a ServerRecord of it so a restarted hub can adopt t
 """
 
 import asyncio
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from appliance import units
+from appliance.errors import BadRequest
+from appliance.profiles import Profile
 from appliance.progress import Progress
 from appliance.store import ServerRecord
 from appliance.upstream import Upstream
+
+#: A named server's name: it becomes part of a URL, a unit name and a directory name.
+_SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
+#: First path segments of a Jupyter server's own URLs: a named server called so would hide
+#: them (/user/<name>/api/... must reach the default server).
+RESERVED_NAMES = frozenset({
+    "api", "tree", "notebooks", "edit", "files", "view", "terminals", "lab", "static",
+    "nbextensions", "kernelspecs", "custom", "login", "logout", "nbconvert", "voila", "doc"})
+
+
+def check_server_name(name: str) -> str:
+    """A valid named server's name, or BadRequest saying what names may look like."""
+    if not _SERVER_NAME.fullmatch(name) or name in RESERVED_NAMES:
+        raise BadRequest(f"invalid server name {name!r}",
+                         user_message=f"{name!r} cannot be a server's name: use up to 32 "
+                                      "letters, digits, '.', '-' or '_', not one of Jupyter's "
+                                      "own paths (api, tree, lab, ...).")
+    return name
 
 
 class ServerState(StrEnum):
@@ -25,7 +46,7 @@ class ServerState(StrEnum):
 
 @dataclass(eq=False)
 class Server:
-    """One user's (default) server."""
+    """One of a user's servers: the default one (name "") or a named one."""
 
     user: str
     name: str
@@ -39,6 +60,8 @@ class Server:
     message: str = ""
     token: str = ""
     upstream: Upstream | None = None
+    #: The frozen profile it was (or will be) started with.
+    profile: Profile | None = None
     progress: Progress = field(default_factory=Progress)
     task: asyncio.Task | None = None
     exit_task: asyncio.Task | None = None
@@ -65,4 +88,15 @@ class Server:
     def record(self) -> ServerRecord:
         """The row the store keeps."""
         return ServerRecord(self.user, self.name, self.unit, str(self.paths.socket),
-                            str(self.state), self.started, self.last_activity, self.message)
+                            str(self.state), self.started, self.last_activity, self.message,
+                            self.profile.name if self.profile else "")
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(user, server name): how the spawner finds it."""
+        return (self.user, self.name)
+
+    @property
+    def label(self) -> str:
+        """How the journal names it: alice, or alice/lab for a named server."""
+        return f"{self.user}/{self.name}" if self.name else self.user

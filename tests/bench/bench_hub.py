@@ -38,8 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import aiohttp  # noqa: E402
 import psutil  # noqa: E402
 
-from appliance import config, units  # noqa: E402
-from appliance.app import resolve_command  # noqa: E402
+from appliance import config, profiles, units  # noqa: E402
 from appliance.rundir import prepare_directory  # noqa: E402
 from appliance.systemd import Systemd  # noqa: E402
 from appliance.upstream import probe  # noqa: E402
@@ -481,8 +480,9 @@ class BareServer:
                                  entry.pw_shell)
         self.paths = units.ServerPaths.for_user(cfg.hub.runtime_dir, user, "bench")
         self.url = units.base_url(user)
-        self.argv = resolve_command(cfg) + [f"--config={units.JUPYTER_CONFIG}"]
-        self.env = units.environment(cfg, self.owner, self.paths, self.url)
+        self.profile = profiles.load(cfg)[0]
+        self.argv = [*self.profile.command, f"--config={units.JUPYTER_CONFIG}"]
+        self.env = units.environment(self.profile, self.owner, self.paths, self.url)
         self.cfg = cfg
         self.token = secrets.token_hex(32)
         #: Seconds from the start to StartTransientUnit's job done, per run_unit().
@@ -523,7 +523,7 @@ class BareServer:
         self.prepare()
         unit = f"bench-{units.unit_name(self.owner.name)}"
         self.res.units.add(unit)
-        props = units.unit_properties(self.cfg, self.owner, self.paths, self.argv, self.url)
+        props = units.unit_properties(self.cfg, self.profile, self.owner, self.paths, self.url)
         start = time.perf_counter()
         await systemd.start_transient(unit, props)
         self.unit_started.append(time.perf_counter() - start)

@@ -68,7 +68,8 @@ def test_defaults():
         admin_group="notebook-admins", admin_users=(), pam_threads=4)
     assert c.spawner == config.SpawnerConfig(
         command=("jupyter-notebook",), start_timeout=120.0, stop_timeout=30.0,
-        concurrent_spawns=4, admission="usage", restart_cooldown=2.0,
+        concurrent_spawns=4, admission="usage", named_servers_limit=0,
+        restart_cooldown=2.0,
         slice="notebook-appliance.slice", hardening=True, default_url="/tree",
         shared_paths=(Path("/srv/data"),), environment=())
     assert c.limits == config.LimitsConfig(memory=1024**3, cpu=1.0, tasks=512)
@@ -99,7 +100,8 @@ def test_full_file(tmp_path):
         admin_group="", admin_users=("alice",), pam_threads=8)
     assert c.spawner == config.SpawnerConfig(
         command=("python3", "-m", "jupyter_server"), start_timeout=60.0, stop_timeout=60.0,
-        concurrent_spawns=8, admission="limits", restart_cooldown=10.0,
+        concurrent_spawns=8, admission="limits", named_servers_limit=0,
+        restart_cooldown=10.0,
         slice="jupyter-users.slice", hardening=False, default_url="/lab",
         shared_paths=(Path("/srv/data"), Path("/srv/scratch")),
         environment=(("LANG", "C.UTF-8"), ("PIP_INDEX_URL", "http://mirror/simple")))
@@ -126,8 +128,20 @@ BAD = [
     ("[hub]\nprot = 8000",
      "hub.prot: unknown key, expected one of: listen, port, state_dir, runtime_dir, "
      "session_max_age, ssl_cert, ssl_key, redirect_port"),
+    ("[profiles.big]\nmemory = 'lots'",
+     'profiles.big.memory: expected a size like "2G", got "lots"'),
+    ("[profiles.big]\nsize = 3",
+     "profiles.big.size: unknown key, expected one of: description, memory, cpu, tasks, "
+     "command, environment, default_url, groups, default"),
+    ("[profiles.\"a b\"]\ncpu = 1",
+     'profiles."a b": expected a name of letters, digits, - and _ (up to 32, starting with '
+     "a letter or digit)"),
+    ("[profiles.a]\ndefault = true\n[profiles.b]\ndefault = true",
+     "profiles.b.default: expected only one profile with default = true, got a, b"),
+    ("[spawner]\nnamed_servers_limit = -1",
+     "spawner.named_servers_limit: expected an integer from 0 to 100, got -1"),
     ("[hubb]\nport = 8000",
-     "hubb: unknown section, expected one of: hub, auth, spawner, limits"),
+     "hubb: unknown section, expected one of: hub, auth, spawner, limits, profiles"),
     ("hub = 3", "hub: expected a table [hub], got 3"),
     ("[auth]\nallowed_groups = 'staff'",
      'auth.allowed_groups: expected a list of group names, got "staff"'),

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from appliance.store import SCHEMA_VERSION, ServerRecord, Store, open_sync
+from appliance.store import _SCHEMA, SCHEMA_VERSION, ServerRecord, Store, open_sync
 
 
 @pytest.fixture
@@ -65,3 +65,25 @@ def test_a_newer_schema_is_refused(tmp_path):
     db.close()
     with pytest.raises(Exception, match="newer than this hub"):
         open_sync(path)
+
+
+async def test_a_version_1_database_gains_the_profile_column_and_keeps_its_rows(tmp_path):
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(_SCHEMA)  # what the first release created
+    db.execute("INSERT INTO users(name, admin, created) VALUES ('alice', 0, 1.0)")
+    db.execute("INSERT INTO servers VALUES ('alice', '', 'notebook-alice.service', '/x.sock', "
+               "'running', 2.0, 3.0, '')")
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+    store = Store(path)
+    await store.open()
+    try:
+        [rec] = await store.servers()
+        assert (rec.user, rec.state, rec.profile) == ("alice", "running", "")
+        await store.save_server(ServerRecord("alice", "lab", "u", "/s", "stopped", None, None,
+                                             "", "large"))
+        assert {r.name: r.profile for r in await store.servers()} == {"": "", "lab": "large"}
+    finally:
+        await store.close()

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from appliance import config, units
+from appliance import config, profiles, units
 from appliance.spawner import exit_reason
 from appliance.systemd import escape_unit_part, unit_name_from_path, unit_object_path
 
@@ -10,9 +10,15 @@ OWNER = units.Owner("alice", 1001, 1001, "/home/alice", "/bin/bash")
 PATHS = units.ServerPaths.for_user(Path("/run/notebook-appliance"), "alice")
 
 
-def props(cfg=None, argv=("/usr/bin/jupyter-notebook", "--config=/x.py")) -> dict:
+def as_given(argv, key):
+    """Commands kept as written: these tests run where Jupyter may not be installed."""
+    return argv
+
+
+def props(cfg=None, profile=None) -> dict:
     cfg = cfg or config.defaults()
-    built = units.unit_properties(cfg, OWNER, PATHS, list(argv), "/user/alice/")
+    profile = profile or profiles.load(cfg, which=as_given)[0]
+    built = units.unit_properties(cfg, profile, OWNER, PATHS, "/user/alice/")
     names = [name for name, _, _ in built]
     assert len(names) == len(set(names)), "a property is set twice"
     return {name: (sig, value) for name, sig, value in built}
@@ -32,10 +38,29 @@ def test_runs_as_the_user_in_the_slice_with_limits():
     assert p["Type"] == ("s", "exec")
 
 
-def test_exec_start_is_the_argv_as_given():
-    assert props()["ExecStart"] == ("a(sasb)", [["/usr/bin/jupyter-notebook",
-                                                 ["/usr/bin/jupyter-notebook", "--config=/x.py"],
-                                                 False]])
+def test_exec_start_is_the_profiles_command_with_our_jupyter_config():
+    argv = ["jupyter-notebook", f"--config={units.JUPYTER_CONFIG}"]
+    assert props()["ExecStart"] == ("a(sasb)", [["jupyter-notebook", argv, False]])
+
+
+def test_a_profile_sets_size_stack_and_first_page(tmp_path):
+    path = tmp_path / "a.toml"
+    path.write_text('[spawner]\nenvironment = { LANG = "C.UTF-8", A = "1" }\n'
+                    '[profiles.small]\ndefault = true\n'
+                    '[profiles.lab]\nmemory = "4G"\ncpu = 2\ntasks = 64\n'
+                    'command = ["/opt/lab/bin/jupyter-lab"]\ndefault_url = "/lab"\n'
+                    'environment = { A = "2" }\n')
+    cfg = config.load(path)
+    small, lab = profiles.load(cfg, which=as_given)
+    assert props(cfg, small)["MemoryMax"] == ("t", 2**30)  # from [limits]
+    p = props(cfg, lab)
+    assert p["MemoryMax"] == ("t", 4 * 2**30)
+    assert p["CPUQuotaPerSecUSec"] == ("t", 2_000_000)
+    assert p["TasksMax"] == ("t", 64)
+    assert p["ExecStart"][1][0][0] == "/opt/lab/bin/jupyter-lab"
+    env = dict(e.split("=", 1) for e in p["Environment"][1])
+    assert env["APPLIANCE_DEFAULT_URL"] == "/lab"
+    assert env["A"] == "2" and env["LANG"] == "C.UTF-8"
 
 
 def test_environment_points_at_socket_and_token_file_but_holds_no_secret():

@@ -27,7 +27,7 @@ def test_isoformat_is_utc_with_z():
 
 
 def test_user_model_has_jupyterhubs_fields():
-    model = user_model(UserRecord("alice", False, 0.0, None), None)
+    model = user_model(UserRecord("alice", False, 0.0, None), [])
     assert set(model) >= {"kind", "name", "admin", "groups", "server", "pending", "created",
                           "last_activity", "servers"}
     assert model["server"] is None and model["servers"] == {}
