@@ -102,8 +102,10 @@ class Spawner:
 
     # -- start -------------------------------------------------------------------------------
 
-    async def start(self, owner: units.Owner, profile: Profile, name: str = "") -> Server:
-        """Begin starting one of the owner's servers in the background with profile.
+    async def start(self, owner: units.Owner, profile: Profile | None = None,
+                    name: str = "") -> Server:
+        """Begin starting one of the owner's servers in the background with profile (the
+        configured default when None: the caller has checked who may use which).
 
         Conflict if it is not stopped; Forbidden past spawner.named_servers_limit.
         """
@@ -113,7 +115,7 @@ class Spawner:
         if server.state != STOPPED:
             raise Conflict(f"{server.label}'s server is already {server.state}",
                            user_message=f"Your server is already {server.state}.")
-        server.profile = profile
+        server.profile = profile or profiles.named(self.profiles, "")
         server.message, server.notice, server.oom_kills, server.exited = "", "", 0, False
         server.started = time.time()
         server.token = self._server_token(server)
