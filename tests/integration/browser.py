@@ -55,10 +55,11 @@ class Browser:
             await r.read()
             return r
 
-    async def progress(self, name: str) -> list[dict]:
-        """Follow the server-sent progress stream to its end."""
+    async def progress(self, name: str, server: str = "") -> list[dict]:
+        """Follow the server-sent progress stream (of a named server too) to its end."""
         events = []
-        async with self.request("GET", f"/hub/api/users/{name}/server/progress",
+        resource = f"servers/{server}" if server else "server"
+        async with self.request("GET", f"/hub/api/users/{name}/{resource}/progress",
                                 timeout=aiohttp.ClientTimeout(total=180)) as r:
             assert r.status == 200, await r.text()
             async for line in r.content:
@@ -66,21 +67,22 @@ class Browser:
                     events.append(json.loads(line[6:]))
         return events
 
-    async def execute(self, name: str, code: str) -> str:
+    async def execute(self, name: str, code: str, server: str = "") -> str:
         """Start a kernel through the hub, run code over the kernel websocket, return text/plain."""
-        async with self.request("POST", f"/user/{name}/api/kernels", json={}) as r:
+        base = f"/user/{name}/{server + '/' if server else ''}"
+        async with self.request("POST", f"{base}api/kernels", json={}) as r:
             assert r.status == 201, await r.text()
             kernel = await r.json()
         try:
-            return await self._run_on_kernel(name, kernel["id"], code)
+            return await self._run_on_kernel(base, kernel["id"], code)
         finally:
-            async with self.request("DELETE", f"/user/{name}/api/kernels/{kernel['id']}"):
+            async with self.request("DELETE", f"{base}api/kernels/{kernel['id']}"):
                 pass
 
-    async def _run_on_kernel(self, name: str, kernel_id: str, code: str) -> str:
+    async def _run_on_kernel(self, base: str, kernel_id: str, code: str) -> str:
         msg_id = uuid.uuid4().hex
         async with self.session.ws_connect(
-                self.url(f"/user/{name}/api/kernels/{kernel_id}/channels"),
+                self.url(f"{base}api/kernels/{kernel_id}/channels"),
                 max_msg_size=0) as ws:
             await ws.send_json(execute_request(msg_id, code))
             async for msg in ws:

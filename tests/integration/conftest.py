@@ -147,7 +147,7 @@ async def stop_units(server: TestServer) -> None:
         return
     for s in list(spawner.servers.values()):
         if s.state in ("starting", "running"):
-            await spawner.stop(s.user)
+            await spawner.stop(s.user, s.name)
         await spawner.systemd.stop(s.unit)  # also units whose hub record says stopped
 
 

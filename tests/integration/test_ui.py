@@ -201,3 +201,49 @@ async def test_the_pending_page_shows_the_place_in_line(start_hub, hub_config, m
     said = await asyncio.to_thread(waits_in_line_then_lands_on_the_tree, page, bob)
     assert said.startswith("You are 1st in line; about "), said
     assert spawner.get(alice.name).ready and spawner.get(bob.name).ready
+
+
+def choose_a_profile_then_make_a_named_server(page: Page, user: OSUser, shots: Path) -> None:
+    """(h) Two profiles: the spawn page offers both with their sizes; the chosen one shows
+    on the home page. Then the home page's form makes and starts a named server."""
+    page.open("/hub/login")
+    log_in(page, user)
+    page.wait_for_path("/hub/home")
+    page.link("Choose and start my server").click()
+    page.wait_for_path(f"/hub/spawn/{user.name}")
+    labels = [" ".join(e.text.split()) for e in page.all("fieldset.profiles label")]
+    assert labels == ["Small 768 MiB, 0.5 cores", "Large 1 GiB, 1 core"], labels
+    assert page.find("input[value=small]").is_selected()
+    page.find("input[value=large]").click()
+    page.screenshot(shots / "screenshot-profiles.png")
+    page.button("Start server").click()
+    page.wait_for_path(f"/user/{user.name}/tree", timeout=SPAWN_TIMEOUT)
+    page.open("/hub/home")
+    page.wait_for_path("/hub/home")
+    assert page.text(".facts dd.profile") == "Large"
+    assert "1 GiB" in page.text(".facts")
+
+    page.fill("#server_name", "project")
+    page.button("Create and start").click()
+    page.wait_for_path(f"/user/{user.name}/project/tree", timeout=SPAWN_TIMEOUT)
+    page.open("/hub/home")
+    page.wait_for_path("/hub/home")
+    assert page.text("tr.named-server[data-name=project] td.state") == "running"
+    page.screenshot(shots / "screenshot-named.png")
+
+
+async def test_profiles_on_the_spawn_page_and_a_named_server_from_home(
+        start_hub, hub_config, make_user, make_group, chromium, shots):
+    research = make_group()
+    alice = make_user(groups=research)
+    hub = await start_hub(hub_config(**{
+        "spawner": {"named_servers_limit": 1},
+        "profiles.small": {"description": "Small", "memory": "768M", "cpu": 0.5,
+                           "default": True},
+        "profiles.large": {"description": "Large", "memory": "1G", "cpu": 1,
+                           "groups": [research]}}))
+    page = await asyncio.to_thread(chromium, hub)
+    await asyncio.to_thread(choose_a_profile_then_make_a_named_server, page, alice, shots)
+    spawner = hub.app["spawner"]
+    assert spawner.get(alice.name).profile.name == "large"
+    assert spawner.find(alice.name, "project").ready
