@@ -41,9 +41,13 @@ bench:
 	    env PYTHONPATH=/src python3 /src/tests/bench/bench_hub.py $(BENCH_ARGS)
 
 # Figures: N new users log in through the form and start at the same moment, each runs a
-# cell; a probe times the hub meanwhile (CLASSROOM_ARGS="--sizes 50" for a short run).
+# cell; a probe times the hub meanwhile (CLASSROOM_ARGS="--sizes 50" for a short run). The
+# same classroom runs against JupyterHub + configurable-http-proxy + systemdspawner, built
+# once (cached) by tests/bench/jupyterhub-tools.sh and bound read-only into the container
+# (CLASSROOM_ARGS="--hubs appliance" for ours alone).
 classroom:
-	tests/infra/nspawn.sh "$$(tests/infra/rootfs.sh)" . \
+	tools=$$(tests/bench/jupyterhub-tools.sh) && rootfs=$$(tests/infra/rootfs.sh) && \
+	APPLIANCE_BENCH_TOOLS="$$tools" tests/infra/nspawn.sh "$$rootfs" . \
 	    env PYTHONPATH=/src python3 /src/tests/bench/classroom.py $(CLASSROOM_ARGS)
 
 deps:
@@ -58,6 +62,10 @@ deps:
 	    openssh-client python3-pytest python3-pytest-aiohttp python3-aiohttp
 	# Only to validate vagrant/Vagrantfile: not its recommended libvirt stack.
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends vagrant
+	# make classroom's JupyterHub side (tests/bench/jupyterhub-tools.sh): a venv made with
+	# Debian's python3, and npm for configurable-http-proxy (any npm on PATH will do).
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv
+	command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q npm
 	python3 -m pip install -q 'ruff==$(RUFF_VERSION)'
 	# pyenv only puts a new console script on PATH after a rehash.
 	if command -v pyenv >/dev/null; then pyenv rehash; fi

@@ -12,6 +12,10 @@
 #              writable at /artifacts, so files a test makes (screenshots) can
 #              leave the volatile container; COMMAND then sees
 #              APPLIANCE_ARTIFACTS=/artifacts. Unset: no writable bind at all.
+#              APPLIANCE_BENCH_TOOLS (optional): a host directory bind-mounted
+#              read-only at the same path (tests/bench/jupyterhub-tools.sh:
+#              its venv and node_modules name their own path); COMMAND then
+#              sees APPLIANCE_BENCH_TOOLS=DIR.
 #
 # The container shares the host's network (no --private-network), so a port
 # bound inside is reachable on the host's 127.0.0.1. Its cgroup v1
@@ -28,12 +32,17 @@ shift 2
 [ $# -gt 0 ] || set -- bash -l
 BOOT_TIMEOUT=${APPLIANCE_BOOT_TIMEOUT:-60}
 ARTIFACTS=${APPLIANCE_ARTIFACTS:-}
+BENCH_TOOLS=${APPLIANCE_BENCH_TOOLS:-}
 log() { echo "nspawn: $*" >&2; }
 
 [ -f "$ROOTFS/.complete" ] || { log "$ROOTFS is not a finished rootfs (run tests/infra/rootfs.sh)"; exit 2; }
 if [ -n "$ARTIFACTS" ]; then
     mkdir -p "$ARTIFACTS"
     ARTIFACTS=$(readlink -f "$ARTIFACTS")
+fi
+if [ -n "$BENCH_TOOLS" ]; then
+    [ -d "$BENCH_TOOLS" ] || { log "APPLIANCE_BENCH_TOOLS=$BENCH_TOOLS is not a directory"; exit 2; }
+    BENCH_TOOLS=$(readlink -f "$BENCH_TOOLS")
 fi
 command -v systemd-nspawn >/dev/null || { log "systemd-nspawn missing: apt-get install systemd-container (or make deps)"; exit 2; }
 
@@ -92,6 +101,7 @@ setsid setpriv --pdeathsig TERM systemd-nspawn --quiet \
     --boot --register=no --keep-unit --volatile=overlay \
     --bind-ro="$SRC:/src" \
     ${ARTIFACTS:+--bind="$ARTIFACTS:/artifacts"} \
+    ${BENCH_TOOLS:+--bind-ro="$BENCH_TOOLS"} \
     --console=passive \
     </dev/null >"$WORK/console.log" 2>&1 &
 NSPAWN_PID=$!
@@ -141,5 +151,6 @@ nsenter -t "$INIT_PID" -a \
     HOME=/root LANG=C.UTF-8 TERM="${TERM:-dumb}" \
     APPLIANCE_BOOTED_SYSTEMD=1 \
     ${ARTIFACTS:+APPLIANCE_ARTIFACTS=/artifacts} \
+    ${BENCH_TOOLS:+APPLIANCE_BENCH_TOOLS="$BENCH_TOOLS"} \
     "$@" || rc=$?
 exit "$rc"
