@@ -1,7 +1,8 @@
 """How much memory the users' servers may have together, and how much they use now.
 
 The cap is the servers' slice's MemoryMax (systemd.resource-control(5); the shipped slice says
-80 % of RAM); where the slice sets none, the machine's RAM (psutil, the one psutil importer).
+80 % of RAM); where the slice sets none, 80 % of the machine's RAM all the same (psutil, the one
+psutil importer), so a class never pushes the whole machine into its OOM killer.
 Use is the slice's MemoryCurrent, or the machine's used memory where cgroup accounting cannot
 be read (a container with read-only cgroup v1 controllers).
 """
@@ -19,6 +20,9 @@ log = logging.getLogger(__name__)
 
 #: What systemd reports for "no limit" and "not known" in uint64 properties.
 UNSET = 2**64 - 1
+#: The share of RAM servers may use together when their slice sets no MemoryMax: the same
+#: as the shipped notebook-appliance.slice, leaving the rest to the OS, the hub and sshd.
+FALLBACK_SHARE = 0.8
 
 
 async def slice_memory(systemd: Systemd, slice_name: str, count_limits: bool) -> Memory:
@@ -30,7 +34,7 @@ async def slice_memory(systemd: Systemd, slice_name: str, count_limits: bool) ->
     except SystemdError as e:
         log.warning("cannot read %s's memory (%s); using the machine's", slice_name, e)
         cap, current = UNSET, UNSET
-    cap = host.total if cap in (None, UNSET) else min(cap, host.total)
+    cap = int(host.total * FALLBACK_SHARE) if cap in (None, UNSET) else min(cap, host.total)
     if count_limits:
         return Memory(cap)
     in_use = host.total - host.available if current in (None, UNSET) else current

@@ -26,7 +26,7 @@ FIRST_GUESS_SECONDS = 2.0
 SMOOTHING = 0.2
 
 #: While the head of the line waits for memory, look at the memory again this often.
-MEMORY_POLL_SECONDS = 2.0
+MEMORY_POLL_SECONDS = 1.0
 
 #: Told to a waiting start whenever its place or reason changes: (position, words).
 PlaceCallback = Callable[[int, str], None]
@@ -68,6 +68,8 @@ class SpawnQueue:
         self._memory = Memory(None)
         self._cooldown = cooldown
         self._launching: set[str] = set()
+        #: Starting at or admitted since the last reading: their use is not in it yet.
+        self._since_reading: set[str] = set()
         self._waiting: deque[Ticket] = deque()
         self._poller: asyncio.Task | None = None
         #: Memory held by each server from its admission until it stops (bytes).
@@ -86,7 +88,7 @@ class SpawnQueue:
         The caller must call launched(key) when the launch ends and stopped(key) when the
         server stops. Cancelling the wait gives up the place (and anything already granted).
         """
-        self._memory = await self._read_memory()
+        await self._read()
         cap = self._memory.cap
         if cap is not None and memory > cap:
             raise SpawnError(
@@ -143,6 +145,7 @@ class SpawnQueue:
                 break
             self._waiting.popleft()
             self._launching.add(head.key)
+            self._since_reading.add(head.key)
             self.reserved[head.key] = head.memory
             head.admitted.set_result(None)
         for position, ticket in enumerate(self._waiting, start=1):
@@ -150,11 +153,18 @@ class SpawnQueue:
 
     def held(self) -> int:
         """Memory counted as taken: running servers (their use, or their limits) and the
-        limits of those still starting (their use has not grown yet)."""
-        starting = sum(self.reserved.get(k, 0) for k in self._launching)
-        if self._memory.in_use is not None:
-            return self._memory.in_use + starting
-        return sum(self.reserved.values())
+        limits of those still starting or admitted since the last reading (their use has not
+        grown yet, or was not seen)."""
+        if self._memory.in_use is None:
+            return sum(self.reserved.values())
+        unseen = self._launching | self._since_reading
+        return self._memory.in_use + sum(self.reserved.get(k, 0) for k in unseen)
+
+    async def _read(self) -> None:
+        """Read the memory picture afresh; servers still starting are not fully in it."""
+        unseen = set(self._launching)
+        self._memory = await self._read_memory()
+        self._since_reading = unseen | (self._since_reading & self._launching)
 
     def _fits(self, memory: int) -> bool:
         """True if memory more fits under the cap beside what is held."""
@@ -170,7 +180,7 @@ class SpawnQueue:
         while self._waiting and len(self._launching) < self.slots:
             await asyncio.sleep(MEMORY_POLL_SECONDS)
             try:
-                self._memory = await self._read_memory()
+                await self._read()
             except Exception:  # keep the last picture; the next poll tries again
                 log.exception("reading the servers' memory failed")
             self._pump()

@@ -108,3 +108,15 @@ def test_ordinals():
     assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 37, 101, 111)] == [
         "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "37th", "101st",
         "111th"]
+
+
+async def test_usage_mode_counts_starts_admitted_since_the_last_reading():
+    """A burst must not all fit because the reading was taken before any of it started."""
+    queue = SpawnQueue(1, Picture(cap=4 * GIB, in_use=GIB))
+    tasks, _ = await enter_all(queue, ["a", "b", "c", "d"])
+    for key in ("a", "b", "c"):  # each launches and is ready before the next is admitted
+        queue.launched(key)
+        await asyncio.sleep(0)
+    # 1 GiB used at the reading + a, b, c at their limits: d (1 GiB more) must wait.
+    assert [k for k in "abcd" if tasks[k].done()] == ["a", "b", "c"]
+    queue.close()
