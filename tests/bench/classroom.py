@@ -265,16 +265,25 @@ async def classroom(side: Side, students: list[Student]) -> dict:
     prober = asyncio.create_task(probe(side.base, done))
     await asyncio.sleep(0.5)
     cpu_before = hub_cpu_seconds(procs)
+    used_before = used_memory()
     with Sampler(procs) as rss:
         began = time.perf_counter()
         go.set()
         await asyncio.gather(*runs)
         wall = time.perf_counter() - began
+        used_after = used_memory()  # every server and kernel still up
         done.set()
         probes = await prober
     return {"wall": wall, "probes": probes, "hub_cpu": hub_cpu_seconds(procs) - cpu_before,
             "hub_rss": rss.peak / 2**20, "servers_cpu": users_cpu_seconds(uids),
-            "hub_procs": len(procs)}
+            "hub_procs": len(procs),
+            "per_student": (used_after - used_before) / max(len(students), 1) / 2**20}
+
+
+def used_memory() -> int:
+    """The machine's memory in use (total - available), in bytes."""
+    memory = psutil.virtual_memory()
+    return memory.total - memory.available
 
 
 def report(side: Side, size: int, students: list[Student], fig: dict) -> dict:
@@ -295,7 +304,8 @@ def report(side: Side, size: int, students: list[Student], fig: dict) -> dict:
         print(f"  probe {path:11}: p50 {pct(values, 50):7.1f} ms  p99 {pct(values, 99):7.1f} ms"
               f"  max {max(values):7.1f} ms  ({len(values)} requests)")
     print(f"  hub{' + proxy' if fig['hub_procs'] > 1 else ''}: {fig['hub_cpu']:.1f} CPU s "
-          f"in {fig['wall']:.1f} s, peak RSS {fig['hub_rss']:.0f} MiB")
+          f"in {fig['wall']:.1f} s, peak RSS {fig['hub_rss']:.0f} MiB; machine memory per "
+          f"student (server + kernel): {fig['per_student']:.0f} MiB")
     failures = sorted({s.failure for s in students if s.failure})
     for failure in failures[:5]:
         print(f"  failure: {failure}")
