@@ -1,8 +1,9 @@
 """How much memory the users' servers may have together, and how much they use now.
 
 The cap is the servers' slice's MemoryMax (systemd.resource-control(5); the shipped slice says
-80 % of RAM); where the slice sets none, 80 % of the machine's RAM all the same (psutil, the one
-psutil importer), so a class never pushes the whole machine into its OOM killer.
+80 % of RAM); where the slice sets none, the machine's RAM less a reserve for the OS and the hub
+(psutil, the one psutil importer), so a class never pushes the whole machine into its OOM
+killer.
 Use is the slice's MemoryCurrent, or the machine's used memory where cgroup accounting cannot
 be read (a container with read-only cgroup v1 controllers).
 """
@@ -20,9 +21,10 @@ log = logging.getLogger(__name__)
 
 #: What systemd reports for "no limit" and "not known" in uint64 properties.
 UNSET = 2**64 - 1
-#: The share of RAM servers may use together when their slice sets no MemoryMax: the same
-#: as the shipped notebook-appliance.slice, leaving the rest to the OS, the hub and sshd.
-FALLBACK_SHARE = 0.8
+#: What servers leave to the OS, the hub and sshd when their slice sets no MemoryMax: this
+#: share of RAM, at least RESERVE_MIN bytes.
+RESERVE_SHARE = 0.1
+RESERVE_MIN = 2**30
 
 
 async def slice_memory(systemd: Systemd, slice_name: str, count_limits: bool) -> Memory:
@@ -34,7 +36,9 @@ async def slice_memory(systemd: Systemd, slice_name: str, count_limits: bool) ->
     except SystemdError as e:
         log.warning("cannot read %s's memory (%s); using the machine's", slice_name, e)
         cap, current = UNSET, UNSET
-    cap = int(host.total * FALLBACK_SHARE) if cap in (None, UNSET) else min(cap, host.total)
+    if cap in (None, UNSET):
+        cap = host.total - max(int(host.total * RESERVE_SHARE), RESERVE_MIN)
+    cap = min(cap, host.total)
     if count_limits:
         return Memory(cap)
     in_use = host.total - host.available if current in (None, UNSET) else current
