@@ -65,6 +65,7 @@ def server_model(server: Server) -> dict:
         "last_activity": isoformat(server.last_activity),
         "progress_url": api_path(server) + "/progress",
         "user_options": {"profile": server.profile.name} if server.profile else {},
+        "stopped": server.state == ServerState.STOPPED,
         "state": {"unit": server.unit}, "stopped_reason": server.message or None,
         "notice": server.notice or None,
     }
@@ -268,6 +269,10 @@ async def _relay_progress(response: web.StreamResponse, spawner, server: Server)
     if server.pending != "spawn":  # nothing under way: what there was, then the end
         for event in server.progress.events:
             await _send_event(response, event)
+        if not server.ready and not server.progress.finished:
+            # Nothing will come: say so, or a spawn page would wait (and reload) for ever.
+            await _send_event(response, {"progress": 100, "failed": True, "message":
+                                         server.message or "The server is not running."})
         return
     async for event in server.progress.follow():
         await _send_event(response, event)

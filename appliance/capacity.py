@@ -4,12 +4,16 @@ The cap is the servers' slice's MemoryMax (systemd.resource-control(5); the ship
 80 % of RAM); where the slice sets none, the machine's RAM less a reserve for the OS and the hub
 (psutil, the one psutil importer), so a class never pushes the whole machine into its OOM
 killer.
-Use is the slice's MemoryCurrent, or the machine's used memory where cgroup accounting cannot
-be read (a container with read-only cgroup v1 controllers).
+Use is what the slice's cgroup holds less its page cache (memory.current - file + shmem:
+cgroup-v2.rst; a class that read /srv/data leaves cache charged to the slice that the kernel
+drops only under pressure, and admission must not wait for pressure it prevents), or the
+machine's used memory where cgroup accounting cannot be read (a container with read-only
+cgroup v1 controllers).
 """
 
 import asyncio
 import logging
+from pathlib import Path
 
 import psutil
 
@@ -19,6 +23,7 @@ from appliance.systemd import SLICE, Systemd
 
 log = logging.getLogger(__name__)
 
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 #: What systemd reports for "no limit" and "not known" in uint64 properties.
 UNSET = 2**64 - 1
 #: What servers leave to the OS, the hub and sshd when their slice sets no MemoryMax: this
@@ -32,14 +37,27 @@ async def slice_memory(systemd: Systemd, slice_name: str, count_limits: bool) ->
     host = await asyncio.get_running_loop().run_in_executor(None, psutil.virtual_memory)
     try:
         cap = await systemd.unit_property(slice_name, SLICE, "MemoryMax")
-        current = await systemd.unit_property(slice_name, SLICE, "MemoryCurrent")
+        cgroup = await systemd.unit_property(slice_name, SLICE, "ControlGroup")
     except SystemdError as e:
         log.warning("cannot read %s's memory (%s); using the machine's", slice_name, e)
-        cap, current = UNSET, UNSET
+        cap, cgroup = UNSET, ""
     if cap in (None, UNSET):
         cap = host.total - max(int(host.total * RESERVE_SHARE), RESERVE_MIN)
     cap = min(cap, host.total)
     if count_limits:
         return Memory(cap)
-    in_use = host.total - host.available if current in (None, UNSET) else current
-    return Memory(cap, in_use)
+    current = await asyncio.get_running_loop().run_in_executor(None, cgroup_use, cgroup)
+    return Memory(cap, host.total - host.available if current is None else current)
+
+
+def cgroup_use(cgroup: str) -> int | None:
+    """A cgroup's memory less its page cache, or None where it cannot be read."""
+    if not cgroup:
+        return None
+    where = CGROUP_ROOT / cgroup.lstrip("/")
+    try:
+        current = int((where / "memory.current").read_text())
+        stat = dict(line.split() for line in (where / "memory.stat").read_text().splitlines())
+        return current - int(stat["file"]) + int(stat.get("shmem", 0))
+    except (OSError, ValueError, KeyError):
+        return None

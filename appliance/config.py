@@ -206,7 +206,7 @@ class SpawnerConfig:
         'A start waits while the servers\' use ("usage") or limits ("limits") plus its own '
         "limit exceed the slice's MemoryMax.")
     named_servers_limit: int = _opt(0, _int(0, 100),
-        "Named servers a user may run at once besides the default one (0 = named servers off).")
+        "Named servers a user may have besides the default one (0 = named servers off).")
     restart_cooldown: float = _opt("2s", parse_duration,
         "Least time between two starts of one user's server (slows start-stop loops).")
     slice: str = _opt("notebook-appliance.slice", _slice,

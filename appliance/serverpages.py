@@ -32,11 +32,10 @@ def where(server: Server) -> str:
     return quote(server.user) + (f"/{quote(server.name)}" if server.name else "")
 
 
-async def server_in_url(request: web.Request, *, create: bool = True) -> Server | None:
+async def server_in_url(request: web.Request) -> Server | None:
     """The server named in the URL; only its owner or an admin may start, stop or watch it.
 
-    A named server the hub does not know is made only when create is true (a new one);
-    otherwise None.
+    None for a named server the hub does not know (the default one always exists).
     """
     identity = await current(request)
     name = request.match_info["name"]
@@ -45,8 +44,7 @@ async def server_in_url(request: web.Request, *, create: bool = True) -> Server 
     server_name = request.match_info.get("server", "")
     if not server_name:
         return spawner.get(name)
-    check_server_name(server_name)
-    return spawner.get(name, server_name) if create else spawner.find(name, server_name)
+    return spawner.find(name, check_server_name(server_name))
 
 
 async def choices(request: web.Request, user: str) -> tuple[list, profiles.Profile]:
@@ -59,7 +57,7 @@ async def choices(request: web.Request, user: str) -> tuple[list, profiles.Profi
 async def spawn_form(request: web.Request) -> web.Response:
     """GET /hub/spawn/{name}[/{server}]: running servers are opened, stopped ones offer the
     profiles to choose from and a button."""
-    server = await server_in_url(request, create=False)
+    server = await server_in_url(request)
     if server is None:  # a new named server: the home page's form makes it
         return redirect("/hub/home")
     target = safe_next(request.query.get("next"), server.url)
@@ -77,7 +75,7 @@ async def spawn_form(request: web.Request) -> web.Response:
 
 async def spawn_submit(request: web.Request) -> web.Response:
     """POST /hub/spawn/{name}[/{server}]: start with the chosen profile, then watch it."""
-    server = await server_in_url(request, create=False)
+    server = await server_in_url(request)
     form = await checked_form(request)
     if server is None or server.state == ServerState.STOPPED:
         named = request.match_info.get("server", "")
@@ -101,7 +99,7 @@ async def new_server_submit(request: web.Request) -> web.Response:
 
 async def stop_submit(request: web.Request) -> web.Response:
     """POST /hub/stop/{name}[/{server}]: stop the server and go home."""
-    server = await server_in_url(request, create=False)
+    server = await server_in_url(request)
     await checked_form(request)
     if server is not None:
         await request.app["spawner"].stop(server.user, server.name)
@@ -110,7 +108,7 @@ async def stop_submit(request: web.Request) -> web.Response:
 
 async def remove_submit(request: web.Request) -> web.Response:
     """POST /hub/remove/{name}/{server}: forget a stopped named server."""
-    server = await server_in_url(request, create=False)
+    server = await server_in_url(request)
     await checked_form(request)
     if server is not None:
         await request.app["spawner"].remove(server.user, server.name)
@@ -119,13 +117,15 @@ async def remove_submit(request: web.Request) -> web.Response:
 
 async def spawn_pending(request: web.Request) -> web.Response:
     """GET /hub/spawn-pending/{name}[/{server}]: a progress bar fed by the progress stream."""
-    server = await server_in_url(request, create=False)
+    server = await server_in_url(request)
     if server is None:
         return redirect("/hub/home")
     target = safe_next(request.query.get("next"), server.url)
     if server.ready:
         return redirect(target)
+    if server.state == ServerState.STOPPED:  # cancelled, failed, or an old bookmark
+        return redirect(f"/hub/spawn/{where(server)}?next={quote(target)}")
     progress_url = ("/hub/api/users/" + where(server).replace("/", "/servers/", 1)
                     if server.name else f"/hub/api/users/{quote(server.user)}/server")
     return render(request, "spawn_pending.html", name=server.user, server=server, next=target,
-                  progress_url=progress_url + "/progress")
+                  progress_url=progress_url + "/progress", stop_url=f"/hub/stop/{where(server)}")

@@ -14,7 +14,7 @@ from functools import partial
 
 from appliance import capacity, oomwatch, profiles, rundir, units
 from appliance.config import Config, format_size
-from appliance.errors import Conflict, Forbidden, NotFound, SpawnError, SystemdError
+from appliance.errors import BadRequest, Conflict, SpawnError, SystemdError
 from appliance.profiles import Profile
 from appliance.spawnqueue import SpawnQueue
 from appliance.store import Store
@@ -107,7 +107,7 @@ class Spawner:
         """Begin starting one of the owner's servers in the background with profile (the
         configured default when None: the caller has checked who may use which).
 
-        Conflict if it is not stopped; Forbidden past spawner.named_servers_limit.
+        Conflict if it is not stopped; BadRequest past spawner.named_servers_limit.
         """
         if name:
             self._check_named_limit(owner.name, name)
@@ -119,24 +119,28 @@ class Spawner:
         server.message, server.notice, server.oom_kills, server.exited = "", "", 0, False
         server.started = time.time()
         server.token = self._server_token(server)
+        server.unit_started = False
         server.progress.restart()
-        await self.set_state(server, STARTING)  # a restarted hub must know of it
         server.progress.emit(0, "Server requested")
+        # The task exists before the first await, so a stop arriving meanwhile cancels it.
         server.task = asyncio.create_task(self._spawn(server, owner),
                                           name=f"spawn-{server.label}")
+        await self.set_state(server, STARTING)  # a restarted hub must know of it
         return server
 
     def _check_named_limit(self, user: str, name: str) -> None:
-        """Named servers are off at limit 0 (as JupyterHub); else at most limit active."""
+        """Named servers are off at limit 0 (off by default, as JupyterHub's
+        allow_named_servers); else a user has at most limit of them, running or not, as
+        JupyterHub's named_server_limit_per_user counts (400 as JupyterHub answers)."""
         limit = self.cfg.spawner.named_servers_limit
         if limit == 0:
-            raise NotFound("named servers are off (spawner.named_servers_limit = 0)",
-                           user_message="Named servers are not enabled on this hub.")
-        active = [s for s in self.named(user) if s.state != STOPPED and s.name != name]
-        if len(active) >= limit:
-            raise Forbidden(f"{user} already has {len(active)} named servers running",
-                            user_message=f"You may run at most {limit} named servers at "
-                                         "once; stop one first.")
+            raise BadRequest("named servers are off (spawner.named_servers_limit = 0)",
+                             user_message="Named servers are not enabled.")
+        others = [s for s in self.named(user) if s.name != name]
+        if len(others) >= limit:
+            raise BadRequest(f"{user} already has {len(others)} named servers",
+                             user_message=f"You may have at most {limit} named servers; "
+                                          "remove one first.")
 
     async def wait_ready(self, server: Server, timeout: float) -> bool:
         """Wait up to timeout for a pending spawn; True if the server is ready."""
@@ -194,14 +198,15 @@ class Spawner:
 
     async def _launch(self, server: Server, owner: units.Owner) -> None:
         """Prepare the private directory, then StartTransientUnit."""
-        await self._in_thread(rundir.prepare_directory, server.paths, owner.uid, owner.gid,
-                              server.token)
+        await self._in_thread_to_the_end(rundir.prepare_directory, server.paths, owner.uid,
+                                         owner.gid, server.token)
         props = units.unit_properties(self.cfg, self._profile(server), owner, server.paths,
                                       server.url)
         server.progress.emit(20, "Starting the server as a systemd unit")
         await self.systemd.reset_failed(server.unit)
         self.systemd.watch(server.unit, self._on_unit_change)
         await self.systemd.start_transient(server.unit, props)
+        server.unit_started = True
         server.progress.emit(50, "Server process running, waiting for Jupyter to answer")
         log.info("user=%s started %s (profile %s)", server.label, server.unit,
                  self._profile(server).name)
@@ -222,7 +227,7 @@ class Spawner:
         reason = server.message or getattr(error, "user_message", "") or str(error)
         log.warning("user=%s spawn failed: %s (see journalctl -u %s)",
                     server.label, error, server.unit)
-        await self._teardown(server)
+        await self._teardown_logged(server)
         server.message = reason
         await self.set_state(server, STOPPED)
         server.progress.emit(100, f"Spawn failed: {reason}", failed=True)
@@ -234,12 +239,13 @@ class Spawner:
         server = self.get(user, name)
         if server.state == STARTING and server.task is not None:
             server.task.cancel()
+            server.progress.emit(100, "Spawn cancelled: the server was stopped.", failed=True)
         elif server.state != RUNNING:
             raise Conflict(f"{server.label}'s server is not running",
                            user_message="Your server is not running.")
         await self.set_state(server, STOPPING)
         server.progress.close()
-        await self._teardown(server)
+        await self._teardown_logged(server)
         server.message = ""
         await self.set_state(server, STOPPED)
         log.info("user=%s server stopped", server.label)
@@ -256,6 +262,16 @@ class Spawner:
         del self.servers[server.key]
         await self.store.delete_server(user, name)
         log.info("user=%s named server removed", server.label)
+
+    async def _teardown_logged(self, server: Server) -> None:
+        """_teardown, whose failure is logged, never left to strand the server mid-way: the
+        caller marks it stopped either way (systemd may still hold the unit; the next start
+        resets it)."""
+        try:
+            await self._teardown(server)
+        except Exception:
+            log.exception("user=%s could not stop %s cleanly; marking it stopped (see "
+                          "journalctl -u %s)", server.label, server.unit, server.unit)
 
     async def _teardown(self, server: Server) -> None:
         """StopUnit, close the relay, remove the private directory, free its memory."""
@@ -286,10 +302,13 @@ class Spawner:
         """Find out why the unit ended and mark the server stopped with a plain reason."""
         if server.state not in (STARTING, RUNNING):
             return
+        started = server.started
         state = await self.systemd.state(server.unit)
         if state.running:
             return  # the 'inactive' of a unit just being created, before it activates
         final = await self._in_thread(oomwatch.oom_kills, server.cgroup) if server.cgroup else None
+        if server.started != started or server.state not in (STARTING, RUNNING):
+            return  # stopped and started again meanwhile: this exit was the old one's
         oom = server.oom_kills > 0 or bool(final)
         reason = exit_reason(state.result, state.exec_main_status,
                              self._profile(server).memory, oom)
@@ -297,7 +316,7 @@ class Spawner:
                     server.label, server.unit, state.result, state.exec_main_status, server.unit)
         server.message = reason
         if server.state == RUNNING:
-            await self._teardown(server)
+            await self._teardown_logged(server)
             await self.set_state(server, STOPPED)
         else:
             server.exited = True  # _wait_answering gives up with server.message
@@ -338,13 +357,16 @@ class Spawner:
             return
         log.info("user=%s %s is gone (%s); marked stopped", server.label, server.unit,
                  state.active_state)
-        await self._teardown(server)
+        await self._teardown_logged(server)
         server.message = "Your server stopped while the hub was restarting."
         await self.set_state(server, STOPPED)
 
     async def resync(self) -> None:
-        """After a D-Bus reconnection: a server whose unit ended unheard is marked stopped."""
-        for server in self.running():
+        """After a D-Bus reconnection: a server whose unit ended unheard is marked stopped
+        (running ones, and starting ones whose unit was already started)."""
+        launched = [s for s in self.servers.values()
+                    if s.state == RUNNING or (s.state == STARTING and s.unit_started)]
+        for server in launched:
             state = await self.systemd.state(server.unit)
             if not state.running:
                 log.warning("user=%s %s ended while the D-Bus connection was down",
@@ -378,6 +400,17 @@ class Spawner:
     async def _in_thread(fn, *args):
         """Run blocking file work off the event loop."""
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+    @classmethod
+    async def _in_thread_to_the_end(cls, fn, *args):
+        """_in_thread, but a cancellation waits until the thread's work is over: a cancelled
+        spawn's teardown must not race the directory it is still writing."""
+        work = asyncio.ensure_future(cls._in_thread(fn, *args))
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            await asyncio.gather(work, return_exceptions=True)
+            raise
 
 
 def exit_reason(result: str, status: int, memory: int, oom: bool = False) -> str:

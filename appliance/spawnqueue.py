@@ -2,9 +2,11 @@
 
 At most `slots` servers launch at once (a launch is CPU-bound: more at once only makes every
 one of them slower); the rest wait in arrival order and are told their place. A start also
-waits while the memory limits of the servers already starting or running, plus its own, would
-pass the cap (the servers' slice's MemoryMax): when servers stop, waiting ones start in order.
-A start that could never fit fails at once. Nobody is refused for being the 101st.
+waits while the memory the servers hold, plus its own limit, would pass the cap (the servers'
+slice's MemoryMax): by default what running servers use now ("usage"), or their limits
+("limits"); servers still starting count at their limits either way. When memory frees up,
+waiting starts go in order. A start that could never fit fails at once. Nobody is refused for
+being the 101st.
 """
 
 import asyncio
@@ -140,6 +142,9 @@ class SpawnQueue:
         """Admit from the head of the line while a slot and the memory allow; tell the rest."""
         while self._waiting and len(self._launching) < self.slots:
             head = self._waiting[0]
+            if head.admitted.done():  # cancelled: its task has not run _give_up yet
+                self._waiting.popleft()
+                continue
             if not self._fits(head.memory):
                 self._poll_memory()
                 break

@@ -1,13 +1,14 @@
 """systemd's D-Bus API: start, stop and follow transient units (the only dbus_next importer).
 
-Mechanism only: which properties a notebook unit gets is decided in spawner.py, which hands
-them over as plain ``(name, dbus signature, value)`` triples so it never sees dbus_next.
+Mechanism only: which properties a notebook unit gets is decided in units.py, which hands
+them over as plain ``(name, dbus signature, value)`` triples so nothing else sees dbus_next.
 References: org.freedesktop.systemd1(5), systemd.resource-control(5).
 """
 
 import asyncio
 import logging
 import socket
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,8 @@ JOB = "org.freedesktop.systemd1.Job"
 #: still queued (if not, the signal was lost and the unit's state tells the outcome).
 JOB_CHECK_SECONDS = 10.0
 UNIT_PREFIX = "/org/freedesktop/systemd1/unit/"
+#: JobRemoved signals kept for jobs whose reply has not been read yet (see _on_job_removed).
+EARLY_JOBS_KEPT = 1024
 #: Method calls on the wire at once. A classroom burst makes hundreds of calls in the same
 #: second; more in flight than systemd answers at once only fills the socket and systemd's queue.
 MAX_CALLS_IN_FLIGHT = 32
@@ -155,6 +158,17 @@ def _wait_on_full_socket(bus: MessageBus) -> None:
     writer.sock = _PatientSocket(writer.sock)
 
 
+def _close_socket(bus: MessageBus) -> None:
+    """Close a dropped bus's socket: dbus-next only shuts it down, and its file object (from
+    makefile) holds the descriptor too."""
+    for closable in (getattr(bus, "_stream", None), getattr(bus, "_sock", None)):
+        if closable is not None:
+            try:
+                closable.close()
+            except OSError:
+                pass
+
+
 class Systemd:
     """A connection to the system manager with JobRemoved and PropertiesChanged followed.
 
@@ -169,7 +183,10 @@ class Systemd:
         self._closing = False
         self._keeper: asyncio.Task | None = None
         self._in_flight = asyncio.Semaphore(MAX_CALLS_IN_FLIGHT)
-        self._job_waiters: dict[str, list[asyncio.Future]] = {}
+        #: Job object path -> the future its JobRemoved resolves (with the job's result).
+        self._jobs: dict[str, asyncio.Future] = {}
+        #: Results of JobRemoved signals that came before anyone waited for the job.
+        self._early_jobs: OrderedDict[str, str] = OrderedDict()
         self._watchers: dict[str, UnitCallback] = {}
         self._on_reconnect: list[ReconnectCallback] = []
         #: How many times the connection was lost and made again (tests and status).
@@ -210,20 +227,17 @@ class Systemd:
 
     async def start_transient(self, name: str, properties: Iterable[Property]) -> None:
         """StartTransientUnit and wait for its job; raise SystemdError unless the job is done."""
-        done = self._expect_job(name)
         reply = await self._manager("StartTransientUnit", "ssa(sv)a(sa(sv))",
                                     [name, "fail", to_variants(properties), []])
-        await self._job_result(name, done, "start", reply[0])
+        await self._job_result(name, "start", reply[0])
 
     async def stop(self, name: str) -> None:
         """StopUnit and wait for the job; a unit that is not loaded counts as stopped."""
-        done = self._expect_job(name)
         try:
             reply = await self._manager("StopUnit", "ss", [name, "replace"])
         except NoSuchUnit:
-            self._forget_job(name, done)
             return
-        await self._job_result(name, done, "stop", reply[0])
+        await self._job_result(name, "stop", reply[0])
 
     async def reset_failed(self, name: str) -> None:
         """ResetFailedUnit, so a failed transient unit's name can be used again."""
@@ -257,18 +271,26 @@ class Systemd:
     # -- the connection ------------------------------------------------------------------------
 
     async def _open(self) -> MessageBus:
-        """A new bus connection with match rules added and systemd's signals subscribed."""
+        """A new bus connection with match rules added and systemd's signals subscribed.
+
+        A connection that fails half-way is closed: left open, it would still dispatch
+        signals, and a later good one would see every JobRemoved twice.
+        """
         bus = MessageBus(bus_type=BusType.SYSTEM)
         _wait_on_full_socket(bus)
-        await bus.connect()
-        bus.add_message_handler(self._on_message)
-        for rule in _MATCH_RULES:
-            await self._send(bus, Message(
-                destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-                interface="org.freedesktop.DBus", member="AddMatch", signature="s",
-                body=[rule]))
-        await self._send(bus, Message(destination=SYSTEMD, path=MANAGER_PATH,
-                                      interface=MANAGER, member="Subscribe"))
+        try:
+            await bus.connect()
+            bus.add_message_handler(self._on_message)
+            for rule in _MATCH_RULES:
+                await self._send(bus, Message(
+                    destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+                    interface="org.freedesktop.DBus", member="AddMatch", signature="s",
+                    body=[rule]))
+            await self._send(bus, Message(destination=SYSTEMD, path=MANAGER_PATH,
+                                          interface=MANAGER, member="Subscribe"))
+        except BaseException:
+            _close_socket(bus)
+            raise
         return bus
 
     async def _keep_connected(self) -> None:
@@ -283,7 +305,7 @@ class Systemd:
             if self._closing:
                 return
             log.error("lost the connection to systemd over D-Bus (%s); reconnecting", reason)
-            bus._sock.close()  # dbus-next only shuts it down; its descriptor would leak
+            _close_socket(bus)
             self._bus = None
             self._connected.clear()
             self._fail_waiters(SystemdError(
@@ -313,33 +335,32 @@ class Systemd:
 
     def _fail_waiters(self, error: SystemdError) -> None:
         """Jobs being waited for will send no JobRemoved on this connection: fail them."""
-        for waiters in self._job_waiters.values():
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_exception(error)
+        for fut in self._jobs.values():
+            if not fut.done():
+                fut.set_exception(error)
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _expect_job(self, name: str) -> asyncio.Future:
-        """Register for the unit's next JobRemoved before the call that queues the job."""
+    def _expect_job(self, job: str) -> asyncio.Future:
+        """The future the job's JobRemoved resolves, already done if the signal came first.
+
+        Jobs are told apart by their object path, never by unit: a stop that cancels a start
+        of the same unit must get its own result, not the start's "canceled".
+        """
         fut = asyncio.get_running_loop().create_future()
-        self._job_waiters.setdefault(name, []).append(fut)
+        if job in self._early_jobs:
+            fut.set_result(self._early_jobs.pop(job))
+        else:
+            self._jobs[job] = fut
         return fut
 
-    def _forget_job(self, name: str, fut: asyncio.Future) -> None:
-        """Drop a job waiter that will never fire."""
-        waiters = self._job_waiters.get(name, [])
-        if fut in waiters:
-            waiters.remove(fut)
-        if not waiters:
-            self._job_waiters.pop(name, None)
-
-    async def _job_result(self, name: str, fut: asyncio.Future, verb: str, job: str) -> None:
+    async def _job_result(self, name: str, verb: str, job: str) -> None:
         """Wait for the job's JobRemoved; its result must be 'done'.
 
         Never waits for ever on a signal: every JOB_CHECK_SECONDS the job object is looked up,
         and once it is gone without a JobRemoved the unit's state gives the result.
         """
+        fut = self._expect_job(job)
         try:
             while True:
                 try:
@@ -352,7 +373,7 @@ class Systemd:
                                     verb, name, result)
                         break
         finally:
-            self._forget_job(name, fut)
+            self._jobs.pop(job, None)
         if result != "done":
             raise SystemdError(f"{verb} job for {name} ended with result '{result}'"
                                f" (see journalctl -u {name})")
@@ -386,6 +407,9 @@ class Systemd:
     async def _call(self, dest: str, path: str, iface: str, member: str,
                     signature: str, body: list) -> list:
         """One method call, waiting out a reconnection; errors become typed exceptions here."""
+        if self._bus is not None and not self._bus.connected:
+            # Dropped, but the keeper has not run yet: wait for its reconnection too.
+            self._connected.clear()
         if not self._connected.is_set():
             try:
                 await asyncio.wait_for(self._connected.wait(), RECONNECT_WAIT_SECONDS)
@@ -418,19 +442,25 @@ class Systemd:
         if msg.message_type != MessageType.SIGNAL:
             return False
         if msg.member == "JobRemoved" and msg.interface == MANAGER:
-            self._on_job_removed(msg.body[2], msg.body[3])
+            self._on_job_removed(msg.body[1], msg.body[3])
         elif msg.member == "PropertiesChanged" and msg.path in self._watchers:
             changes = {k: _plain(v) for k, v in msg.body[1].items()}
             changes["_interface"] = msg.body[0]
             self._notify(msg.path, changes)
         return False
 
-    def _on_job_removed(self, unit: str, result: str) -> None:
-        """Resolve the oldest waiter for this unit's job."""
-        for fut in self._job_waiters.get(unit, []):
+    def _on_job_removed(self, job: str, result: str) -> None:
+        """Resolve the waiter for this job. The signal can come before the waiter: the reply
+        that names the job and the signal may be read in one go, before the caller resumes;
+        then the result is kept for it (a bounded number of them, oldest dropped first)."""
+        fut = self._jobs.pop(job, None)
+        if fut is not None:
             if not fut.done():
                 fut.set_result(result)
-                return
+            return
+        self._early_jobs[job] = result
+        while len(self._early_jobs) > EARLY_JOBS_KEPT:
+            self._early_jobs.popitem(last=False)
 
     def _notify(self, path: str, changes: dict[str, Any]) -> None:
         """Run a watcher callback; its bugs are logged, never break the bus reader."""

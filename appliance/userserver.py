@@ -67,8 +67,8 @@ class Server:
     exit_task: asyncio.Task | None = None
     #: Set when the unit ended while the server was still starting (the spawn gives up).
     exited: bool = False
-    #: Memory the admission queue holds for this server while it starts and runs (bytes).
-    reserved_memory: int = 0
+    #: Set once StartTransientUnit succeeded for the current spawn.
+    unit_started: bool = False
     cgroup: str = ""
     #: oom_kill count seen in the cgroup; -1 = take the next reading as the baseline.
     oom_kills: int = 0

@@ -18,6 +18,7 @@
       failed.textContent = event.message;
       failed.hidden = false;
       document.getElementById("retry").hidden = false;
+      document.getElementById("cancel").hidden = true;
     }
   };
   source.onerror = function () {

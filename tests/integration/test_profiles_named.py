@@ -94,7 +94,7 @@ async def test_named_servers_start_proxy_limit_adopt_and_remove(start_hub, hub_c
         assert servers["project"]["progress_url"].endswith("/servers/project/progress")
 
         status, body = await start(a, alice.name, server="second")
-        assert status == 403 and "at most 1" in body["message"], body
+        assert status == 400 and "at most 1" in body["message"], body
         status, body = await start(a, alice.name, server="api")
         assert status == 400 and "cannot be a server's name" in body["message"], body
     await hub.close()
@@ -117,7 +117,7 @@ async def test_named_servers_are_off_by_default(start_hub, hub_config, make_user
     hub = await start_hub(cfg)
     async with Browser(hub, token=cli(cfg, "token", alice.name)) as a:
         status, body = await start(a, alice.name, server="project")
-        assert status == 404 and "not enabled" in body["message"], body
+        assert status == 400 and "not enabled" in body["message"], body
 
 
 async def test_a_named_server_does_not_block_another_users_path(start_hub, hub_config,

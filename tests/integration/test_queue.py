@@ -95,3 +95,29 @@ async def test_a_server_bigger_than_the_slice_fails_at_once(
             body = await r.json()
         assert r.status == 500, body
         assert "needs 2 GiB" in body["message"] and "1 GiB" in body["message"], body
+
+
+async def test_a_start_cancelled_in_line_ends_its_progress_and_frees_its_place(
+        start_hub, hub_config, make_user):
+    alice, bob, carol = make_user(), make_user(), make_user()
+    slow = ["sh", "-c", 'sleep 3; exec jupyter-notebook "$@"', "sh"]
+    cfg = hub_config(spawner={"concurrent_spawns": 1, "command": slow})
+    hub = await start_hub(cfg)
+    tokens = {u.name: cli(cfg, "token", u.name) for u in (alice, bob, carol)}
+    first = asyncio.create_task(post_then_follow(hub, tokens[alice.name], alice.name))
+    await asyncio.sleep(0.3)
+    second = asyncio.create_task(post_then_follow(hub, tokens[bob.name], bob.name))
+    await asyncio.sleep(0.3)
+    third = asyncio.create_task(post_then_follow(hub, tokens[carol.name], carol.name))
+    await asyncio.sleep(0.5)
+    async with Browser(hub, token=tokens[bob.name]) as b:
+        async with b.request("DELETE", f"/hub/api/users/{bob.name}/server") as r:
+            assert r.status == 204
+        events = await asyncio.wait_for(second, 30)
+        assert events[-1].get("failed") and "cancelled" in events[-1]["message"], events
+        async with b.request("GET", f"/hub/api/users/{bob.name}") as r:
+            assert (await r.json())["servers"] == {}
+    # carol moved up into bob's place and starts after alice.
+    outcomes = await asyncio.wait_for(asyncio.gather(first, third), 120)
+    assert all(events[-1].get("ready") for events in outcomes), outcomes
+    assert [e["queue_position"] for e in outcomes[1] if "queue_position" in e] == [2, 1]

@@ -6,6 +6,7 @@ import secrets
 import pytest
 
 from appliance import systemd as systemd_module
+from appliance.errors import SystemdError
 from appliance.systemd import Systemd
 
 pytestmark = [pytest.mark.systemd]
@@ -33,3 +34,27 @@ async def test_start_and_stop_finish_when_job_removed_is_lost(lossy_systemd):
         assert (await lossy_systemd.state(name)).active_state == "inactive"
     finally:
         await lossy_systemd.stop(name)
+
+
+async def test_a_stop_that_cancels_a_pending_start_gets_its_own_result():
+    """JobRemoved is matched by job, not by unit: the start's 'canceled' is the start's."""
+    client = Systemd()
+    await client.connect()
+    name = f"appliance-test-{secrets.token_hex(4)}.service"
+    sleep = ["/bin/sleep", "300"]
+    # Type=notify without a notification: the start job stays pending until stopped.
+    props = [("Type", "s", "notify"), ("ExecStart", "a(sasb)", [[sleep[0], sleep, False]])]
+    try:
+        start = asyncio.create_task(client.start_transient(name, props))
+        for _ in range(100):
+            if (await client.state(name)).active_state == "activating":
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.wait_for(client.stop(name), timeout=30)  # raises unless "done"
+        with pytest.raises(SystemdError, match="canceled"):
+            await asyncio.wait_for(start, timeout=30)
+        assert (await client.state(name)).active_state in ("inactive", "failed")
+    finally:
+        await client.stop(name)
+        await client.reset_failed(name)
+        await client.close()
