@@ -197,10 +197,12 @@ class SpawnQueue:
 
     def _tell(self, ticket: Ticket, position: int) -> None:
         """Tell a waiting start its place, and why it waits, when either changed."""
-        if position == 1 and len(self._launching) < self.slots:
-            words = (f"Waiting for memory: {format_size(self.held())} of "
-                     f"{format_size(self._memory.cap or 0)} in use; you start as soon as "
-                     "enough is free")
+        if len(self._launching) < self.slots:  # a slot is free, so the head waits for memory
+            memory = (f"{format_size(self.held())} of {format_size(self._memory.cap or 0)} in "
+                      "use")
+            words = (f"Waiting for memory: {memory}; you start as soon as enough is free"
+                     if position == 1 else
+                     f"You are {ordinal(position)} in line, waiting for memory ({memory})")
         else:
             rounds = math.ceil(position / max(self.slots, 1))
             words = (f"You are {ordinal(position)} in line; about "

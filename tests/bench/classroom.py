@@ -53,7 +53,7 @@ from tests.bench.jupyterhub_side import JupyterHubSide  # noqa: E402
 
 STUDENT_TIMEOUT = 600.0
 #: How our queue words a start that waits for memory (spawnqueue.SpawnQueue._tell).
-HELD_BACK = "Waiting for memory"
+HELD_BACK = "waiting for memory"
 HELD_BACK_GRACE = 30.0
 PROBE_SECONDS = 0.1
 
@@ -283,7 +283,8 @@ async def classroom(side: Side, students: list[Student]) -> dict:
     return {"wall": wall, "probes": probes, "hub_cpu": hub_cpu_seconds(procs) - cpu_before,
             "hub_rss": rss.peak / 2**20, "servers_cpu": users_cpu_seconds(uids),
             "hub_procs": len(procs),
-            "per_student": (used_after - used_before) / max(len(students), 1) / 2**20}
+            "per_student": (used_after - used_before) / 2**20
+                           / max(sum(1 for s in students if s.kernel), 1)}
 
 
 async def until_done_or_held_back(runs: dict[asyncio.Task, Student],
@@ -296,7 +297,7 @@ async def until_done_or_held_back(runs: dict[asyncio.Task, Student],
         done, pending = await asyncio.wait(pending, timeout=1)
         if done:
             last_done = time.perf_counter()
-        held = [runs[t] for t in pending if runs[t].last_message.startswith(HELD_BACK)]
+        held = [runs[t] for t in pending if HELD_BACK in runs[t].last_message.lower()]
         if pending and len(held) == len(pending) and time.perf_counter() - last_done > grace:
             for task in pending:
                 task.cancel()
