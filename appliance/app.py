@@ -17,8 +17,8 @@ from aiohttp import web
 from appliance import api, pages, profiles, serverpages, userproxy
 from appliance.auth import Authenticator
 from appliance.config import Config
-from appliance.errors import ApplianceError
-from appliance.identity import Identities
+from appliance.errors import ApplianceError, Forbidden
+from appliance.identity import Identities, same_origin
 from appliance.spawner import Spawner
 from appliance.store import Store
 from appliance.systemd import Systemd
@@ -32,7 +32,8 @@ def build_app(cfg: Config, middlewares: Sequence = ()) -> web.Application:
     middlewares run outermost, before the hub's own (serve() passes its shutdown drain).
     """
     app = web.Application(
-        middlewares=[*middlewares, forwarded_proto_middleware, error_middleware],
+        middlewares=[*middlewares, forwarded_proto_middleware, error_middleware,
+                     same_origin_middleware],
         client_max_size=1024**2)
     app["config"] = cfg
     app.cleanup_ctx.append(_store_ctx)
@@ -119,6 +120,26 @@ def is_loopback(address: str | None) -> bool:
         return False
     mapped = getattr(ip, "ipv4_mapped", None)
     return (mapped or ip).is_loopback
+
+
+#: Methods that change nothing; everything else must come from the hub's own pages.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@web.middleware
+async def same_origin_middleware(request: web.Request, handler):
+    """Refuse a browser's write or websocket upgrade that another origin made it send
+    (identity.same_origin), before anything reaches the hub's handlers or a user's server.
+    A request with its own Authorization header carries no ambient credential: unaffected."""
+    upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+    if ((request.method not in SAFE_METHODS or upgrade)
+            and not request.headers.get("Authorization") and not same_origin(request)):
+        log.warning("refused %s %s from origin %r (Sec-Fetch-Site %r), client %s",
+                    request.method, request.path, request.headers.get("Origin"),
+                    request.headers.get("Sec-Fetch-Site"), request.remote)
+        raise Forbidden("cross-origin request refused",
+                        user_message="This request came from another site and was refused.")
+    return await handler(request)
 
 
 @web.middleware

@@ -96,6 +96,27 @@ def xsrf_token(request: web.Request) -> str:
     return request.cookies.get(XSRF_COOKIE) or secrets.token_urlsafe(24)
 
 
+def same_origin(request: web.Request) -> bool:
+    """Whether a browser says the request comes from the hub's own origin.
+
+    Every port of a host is the same *site* to a browser, so a page a student serves on
+    box:9000 can make a logged-in teacher's browser send cookie-carrying POSTs and websocket
+    upgrades to box:8000 (SameSite=Lax allows it). Origin (RFC 6454; sent on every POST and
+    upgrade, "null" under Referrer-Policy: no-referrer) or else Sec-Fetch-Site (Fetch
+    Metadata) tell where it came from. A client that sends neither is not a browser, and so
+    cannot be made to forge anything.
+    """
+    origin = request.headers.get("Origin")
+    site = request.headers.get("Sec-Fetch-Site")
+    if origin is not None and origin != "null":
+        return origin == f"{request.scheme}://{request.host}"
+    if site is not None:
+        return site == "same-origin"
+    # "Origin: null" without Fetch Metadata: a browser that will not say (our pages send
+    # Referrer-Policy: no-referrer, which makes a form POST's Origin "null"): refuse.
+    return origin is None
+
+
 def check_xsrf(request: web.Request, submitted: str | None) -> None:
     """Double-submit check: the form field or header must equal the CSRF cookie."""
     cookie = request.cookies.get(XSRF_COOKIE, "")

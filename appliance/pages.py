@@ -62,8 +62,12 @@ def render(request: web.Request, template: str, status: int = 200, **context) ->
     context.setdefault("user", request.get("identity"))
     html = request.app["jinja"].get_template(template).render(xsrf=xsrf, **context)
     response = web.Response(text=html, status=status, content_type="text/html")
+    # Cockpit's set for its own pages: never framed, never sniffed, never cached, no referrer.
     response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+    response.headers["X-Frame-Options"] = "DENY"
     response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Cache-Control"] = "no-store"
     if request.cookies.get(XSRF_COOKIE) != xsrf:
         set_cookie(response, request, XSRF_COOKIE, xsrf)
     return response

@@ -11,6 +11,7 @@ TCP_NODELAY toward the browser is already on: in aiohttp 3.8.4 web_protocol.Requ
 import asyncio
 import logging
 import re
+from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 import aiohttp
@@ -96,10 +97,11 @@ def _decode_segment(segment: str) -> str:
 
 
 async def relay(request: web.Request, upstream: Upstream, path: str, *,
-                hub_cookies: frozenset[str], websockets: set | None = None
-                ) -> web.StreamResponse:
+                hub_cookies: frozenset[str], websockets: set | None = None,
+                prefix: str = "/") -> web.StreamResponse:
     """Relay one request (plain HTTP or websocket upgrade) to upstream at path (+ query).
 
+    prefix is the server's own URL space (/user/<name>/): cookies it sets must stay inside.
     Open browser websockets are kept in `websockets` while they last, for close_all().
     """
     query = request.raw_path.partition("?")[2]
@@ -109,7 +111,8 @@ async def relay(request: web.Request, upstream: Upstream, path: str, *,
     if _is_websocket(request):
         return await _relay_websocket(request, upstream, url, headers,
                                       set() if websockets is None else websockets)
-    return await _relay_http(request, upstream, url, headers, hub_cookies)
+    scope = ResponseScope(hub_cookies, prefix, f"{request.scheme}://{request.host}")
+    return await _relay_http(request, upstream, url, headers, scope)
 
 
 def _connection_tokens(headers) -> set[str]:
@@ -155,17 +158,58 @@ def _strip_cookies(values: list[str], hub_cookies: frozenset[str]) -> str:
     return "; ".join(p for p in kept if p and p.partition("=")[0].strip() not in hub_cookies)
 
 
-def _response_headers(response: aiohttp.ClientResponse,
-                      hub_cookies: frozenset[str]) -> CIMultiDict:
-    """Headers for the browser: hop-by-hop removed, hub cookies not settable."""
-    drop = _drop_set(response.headers, HOP_BY_HOP)
+@dataclass(frozen=True)
+class ResponseScope:
+    """What a user's server may do to the browser: every server answers on the hub's origin,
+    so the proxy decides which of its response headers may act beyond its own URL space."""
+
+    hub_cookies: frozenset[str]
+    #: The server's URL prefix (/user/<name>/): its cookies must stay under it.
+    prefix: str
+    #: The hub's origin (scheme://host:port), the only one CORS headers may grant.
+    origin: str
+
+
+def _response_headers(response: aiohttp.ClientResponse, scope: ResponseScope) -> CIMultiDict:
+    """Headers for the browser: hop-by-hop removed, and nothing that acts on the whole origin:
+    no Service-Worker-Allowed (a worker for all of it), no Clear-Site-Data (the hub's session
+    too), no cookie outside the server's prefix or for another domain, no CORS grant to
+    another origin."""
+    drop = _drop_set(response.headers, HOP_BY_HOP) | _ORIGIN_WIDE
+    grants = response.headers.getall(hdrs.ACCESS_CONTROL_ALLOW_ORIGIN, ())
+    foreign_cors = any(g.strip() != scope.origin for g in grants)
     headers: CIMultiDict = CIMultiDict()
     for name, value in response.headers.items():
         lname = name.lower()
-        if lname in drop or (lname == "set-cookie" and _sets_hub_cookie(value, hub_cookies)):
+        if lname in drop or (foreign_cors and lname.startswith("access-control-")):
+            continue
+        if lname == "set-cookie" and not _cookie_in_scope(value, scope):
             continue
         headers.add(name, value)
     return headers
+
+
+#: Response headers a user's server never sends to the browser (their effect is origin-wide).
+_ORIGIN_WIDE = frozenset({"service-worker-allowed", "clear-site-data"})
+
+
+def _cookie_in_scope(set_cookie: str, scope: ResponseScope) -> bool:
+    """Whether a server's Set-Cookie stays its own: not a hub cookie, no Domain attribute,
+    and a Path inside its prefix (RFC 6265 §5.1.4 path-match; no Path means the request's
+    directory, which is inside)."""
+    if _sets_hub_cookie(set_cookie, scope.hub_cookies):
+        return False
+    for attribute in set_cookie.split(";")[1:]:
+        key, _, value = attribute.strip().partition("=")
+        key, value = key.strip().lower(), value.strip()
+        if key == "domain":
+            log.warning("dropped Set-Cookie with a Domain from a notebook server")
+            return False
+        if key == "path" and not (value.startswith(scope.prefix)
+                                  or value == scope.prefix.rstrip("/")):
+            log.warning("dropped Set-Cookie for path %r from a notebook server", value)
+            return False
+    return True
 
 
 def _sets_hub_cookie(set_cookie: str, hub_cookies: frozenset[str]) -> bool:
@@ -183,7 +227,7 @@ def _sets_hub_cookie(set_cookie: str, hub_cookies: frozenset[str]) -> bool:
 
 
 async def _relay_http(request: web.Request, upstream: Upstream, url: URL,
-                      headers: CIMultiDict, hub_cookies: frozenset[str]) -> web.StreamResponse:
+                      headers: CIMultiDict, scope: ResponseScope) -> web.StreamResponse:
     """Relay a plain HTTP request; stream large bodies both ways."""
     try:
         result = await upstream.session.request(
@@ -192,7 +236,7 @@ async def _relay_http(request: web.Request, upstream: Upstream, url: URL,
     except aiohttp.ClientConnectionError as err:
         raise _upstream_error(upstream, err) from err
     async with result:  # releases the connection; a half-read one is closed, not pooled
-        out_headers = _response_headers(result, hub_cookies)
+        out_headers = _response_headers(result, scope)
         if _must_be_empty(request.method, result.status):
             return web.Response(status=result.status, reason=result.reason,
                                 headers=out_headers)

@@ -55,7 +55,7 @@ async def handle_user_request(request: web.Request) -> web.StreamResponse:
         return not_running(request, server, path, user)
     server.last_activity = time.time()
     return await relay(request, server.upstream, path, hub_cookies=HUB_COOKIES,
-                       websockets=request.app["websockets"])
+                       websockets=request.app["websockets"], prefix=server.url)
 
 
 def server_for(spawner, user: str, path: str) -> Server | None:

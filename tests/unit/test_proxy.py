@@ -62,6 +62,21 @@ async def download(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def origin_wide(request: web.Request) -> web.Response:
+    """Headers a student's server could send to act on the whole hub origin."""
+    response = web.Response(text="origin-wide")
+    for value in ("mine=1; Path=/user/alice/x", "dir=1; Path=/user/alice", "top=1; Path=/",
+                  "other=1; Path=/user/alice2/", "wide=1; Domain=127.0.0.1; Path=/user/alice/",
+                  "plain=1"):
+        response.headers.add("Set-Cookie", value)
+    response.headers["Service-Worker-Allowed"] = "/"
+    response.headers["Clear-Site-Data"] = '"*"'
+    cors = request.query.get("cors", "http://127.0.0.1:9999")
+    response.headers["Access-Control-Allow-Origin"] = cors
+    response.headers["Access-Control-Allow-Credentials"] = "true"
+    return response
+
+
 async def gzipped(request: web.Request) -> web.Response:
     """Serve a body that is already gzip-encoded."""
     return web.Response(body=GZIPPED, headers={"Content-Encoding": "gzip",
@@ -122,7 +137,8 @@ def notebook_app() -> web.Application:
     app["seen"] = {}
     app["ws_closed"] = asyncio.get_running_loop().create_future()
     for name, handler in (("echo", echo), ("count", count), ("download", download),
-                          ("gzip", gzipped), ("cookies", cookies), ("empty", empty),
+                          ("gzip", gzipped), ("cookies", cookies),
+                          ("origin-wide", origin_wide), ("empty", empty),
                           ("broken", broken), ("ws", ws_echo), ("ws-refuse", ws_refuse)):
         app.router.add_route("*", "/user/alice/" + name, handler)
     app.router.add_route("*", "/user/alice/files/{tail:.*}", echo)
@@ -162,7 +178,7 @@ async def _front_handler(request: web.Request) -> web.StreamResponse:
     try:
         _, path = normalise_user_path(request.raw_path.partition("?")[0])
         return await relay(request, request.app["upstream"], path, hub_cookies=HUB_COOKIES,
-                           websockets=request.app["websockets"])
+                           websockets=request.app["websockets"], prefix="/user/alice/")
     except errors.ApplianceError as err:
         return web.Response(status=err.status, text=type(err).__name__)
 
@@ -355,6 +371,21 @@ async def test_upstream_cannot_set_hub_cookie(client):
     assert resp.headers.getall("Set-Cookie") == ["_xsrf=abc; Path=/user/alice/", "other=1"]
     assert resp.headers["X-Custom"] == "kept"
     assert "Keep-Alive" not in resp.headers
+
+
+async def test_upstream_cannot_act_on_the_whole_origin(client):
+    resp = await client.get("/user/alice/origin-wide")
+    assert resp.headers.getall("Set-Cookie") == [
+        "mine=1; Path=/user/alice/x", "dir=1; Path=/user/alice", "plain=1"]
+    assert "Service-Worker-Allowed" not in resp.headers
+    assert "Clear-Site-Data" not in resp.headers
+    # A CORS grant to another origin is dropped whole; one to the hub's own origin passes.
+    assert "Access-Control-Allow-Origin" not in resp.headers
+    assert "Access-Control-Allow-Credentials" not in resp.headers
+    own = f"http://{client.server.host}:{client.server.port}"
+    resp = await client.get("/user/alice/origin-wide", params={"cors": own})
+    assert resp.headers["Access-Control-Allow-Origin"] == own
+    assert resp.headers["Access-Control-Allow-Credentials"] == "true"
 
 
 async def test_gzip_body_passes_through_untouched(client):
