@@ -1,9 +1,7 @@
 """Who may log in: PAM for the password, then the appliance's own account policy.
 
-The only module that imports `pam`. PAM and NSS lookups block, so they run in thread pools:
-PAM in a bounded one, with a fresh handle per call (python-pam 2.0.2 handles are not
-thread-safe); account lookups in their own, so logged-in users never queue behind a burst of
-logins (a refused password holds a PAM thread for seconds).
+The only module that imports `pam`. PAM and NSS lookups block, so they run in a bounded
+thread pool, with a fresh PAM handle per call (python-pam 2.0.2 handles are not thread-safe).
 """
 
 import asyncio
@@ -44,12 +42,10 @@ class Authenticator:
     def __init__(self, cfg: AuthConfig):
         self.cfg = cfg
         self._pool = ThreadPoolExecutor(max_workers=cfg.pam_threads, thread_name_prefix="pam")
-        self._nss = ThreadPoolExecutor(max_workers=4, thread_name_prefix="nss")
 
     def close(self) -> None:
         """Let running PAM conversations finish, then drop the threads."""
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._nss.shutdown(wait=False, cancel_futures=True)
 
     async def login(self, username: str, password: str) -> Account:
         """Authenticate with PAM then apply policy; raise AuthError(REFUSED) on any refusal."""
@@ -69,7 +65,7 @@ class Authenticator:
     async def account(self, username: str) -> Account:
         """Look up an account that policy allows; NotFound (naming the reason) otherwise."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._nss, self.account_sync, username)
+        return await loop.run_in_executor(self._pool, self.account_sync, username)
 
     def _pam_check(self, username: str, password: str) -> tuple[bool, str]:
         """pam_authenticate + pam_acct_mgmt against the appliance's PAM service."""
