@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from tests.ports import free_port
+from tests.ports import free_ports
 
 from .browser import Browser
 from .conftest import booted, wait_listening
@@ -32,7 +32,7 @@ def tls_hub(tmp_path, hub_config, serve_hub):
 
     async def _start():
         cert, key = self_signed(tmp_path, "hub")
-        port, redirect = free_port(), free_port()
+        port, redirect = free_ports(2)  # two at once: never the same one twice
         cfg = hub_config(hub={"port": port, "ssl_cert": str(cert), "ssl_key": str(key),
                               "redirect_port": redirect})
         proc = await serve_hub(cfg)
