@@ -13,17 +13,16 @@ cgroup v1 controllers).
 
 import asyncio
 import logging
-from pathlib import Path
 
 import psutil
 
 from appliance.errors import SystemdError
+from appliance.oomwatch import CGROUP_ROOT
 from appliance.spawnqueue import Memory
 from appliance.systemd import SLICE, Systemd
 
 log = logging.getLogger(__name__)
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 #: What systemd reports for "no limit" and "not known" in uint64 properties.
 UNSET = 2**64 - 1
 #: What servers leave to the OS, the hub and sshd when their slice sets no MemoryMax: this

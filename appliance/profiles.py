@@ -122,7 +122,11 @@ def choose(profiles: tuple[Profile, ...], groups: frozenset[str],
                 max(allowed, key=lambda p: (p.memory, p.cpu)))
 
 
+def default(profiles: tuple[Profile, ...]) -> Profile:
+    """The configured default profile (the first when none says default = true)."""
+    return next((p for p in profiles if p.default), profiles[0])
+
+
 def named(profiles: tuple[Profile, ...], name: str) -> Profile:
     """The profile called name, or the default one when it is gone from the config."""
-    return next((p for p in profiles if p.name == name),
-                next((p for p in profiles if p.default), profiles[0]))
+    return next((p for p in profiles if p.name == name), default(profiles))

@@ -10,7 +10,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from appliance import access, profiles
-from appliance.api import start_spawn
+from appliance.api import api_path, start_spawn
 from appliance.pages import checked_form, current, redirect, render, safe_next
 from appliance.userserver import Server, ServerState, check_server_name
 
@@ -25,11 +25,6 @@ def setup(app: web.Application) -> None:
         r.add_get(f"/hub/spawn-pending/{tail}", spawn_pending)
     r.add_post("/hub/new-server/{name}", new_server_submit)
     r.add_post("/hub/remove/{name}/{server}", remove_submit)
-
-
-def where(server: Server) -> str:
-    """The URL tail that names a server: alice, or alice/lab."""
-    return quote(server.user) + (f"/{quote(server.name)}" if server.name else "")
 
 
 async def server_in_url(request: web.Request) -> Server | None:
@@ -64,12 +59,12 @@ async def spawn_form(request: web.Request) -> web.Response:
     if server.ready:
         return redirect(target)
     if server.pending == "spawn":
-        return redirect(f"/hub/spawn-pending/{where(server)}?next={quote(target)}")
+        return redirect(f"/hub/spawn-pending/{server.route}?next={quote(target)}")
     options, preselected = await choices(request, server.user)
     if server.profile in options:
         preselected = server.profile
     return render(request, "spawn.html", name=server.user, server=server, next=target,
-                  action=f"/hub/spawn/{where(server)}", profiles=options,
+                  action=f"/hub/spawn/{server.route}", profiles=options,
                   preselected=preselected)
 
 
@@ -82,7 +77,7 @@ async def spawn_submit(request: web.Request) -> web.Response:
         server = await start_spawn(request, request.match_info["name"], named,
                                    str(form.get("profile", "")) or None)
     target = safe_next(str(form.get("next", "")), server.url)
-    return redirect(f"/hub/spawn-pending/{where(server)}?next={quote(target)}")
+    return redirect(f"/hub/spawn-pending/{server.route}?next={quote(target)}")
 
 
 async def new_server_submit(request: web.Request) -> web.Response:
@@ -94,7 +89,7 @@ async def new_server_submit(request: web.Request) -> web.Response:
     server_name = check_server_name(str(form.get("server_name", "")).strip())
     server = await start_spawn(request, name, server_name,
                                str(form.get("profile", "")) or None)
-    return redirect(f"/hub/spawn-pending/{where(server)}")
+    return redirect(f"/hub/spawn-pending/{server.route}")
 
 
 async def stop_submit(request: web.Request) -> web.Response:
@@ -124,8 +119,7 @@ async def spawn_pending(request: web.Request) -> web.Response:
     if server.ready:
         return redirect(target)
     if server.state == ServerState.STOPPED:  # cancelled, failed, or an old bookmark
-        return redirect(f"/hub/spawn/{where(server)}?next={quote(target)}")
-    progress_url = ("/hub/api/users/" + where(server).replace("/", "/servers/", 1)
-                    if server.name else f"/hub/api/users/{quote(server.user)}/server")
+        return redirect(f"/hub/spawn/{server.route}?next={quote(target)}")
     return render(request, "spawn_pending.html", name=server.user, server=server, next=target,
-                  progress_url=progress_url + "/progress", stop_url=f"/hub/stop/{where(server)}")
+                  progress_url=quote(api_path(server) + "/progress"),
+                  stop_url=f"/hub/stop/{server.route}")

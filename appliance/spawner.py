@@ -98,7 +98,7 @@ class Spawner:
 
     def _profile(self, server: Server) -> Profile:
         """The server's profile; one from the config for a server never started here."""
-        return server.profile or profiles.named(self.profiles, "")
+        return server.profile or profiles.default(self.profiles)
 
     # -- start -------------------------------------------------------------------------------
 
@@ -115,7 +115,7 @@ class Spawner:
         if server.state != STOPPED:
             raise Conflict(f"{server.label}'s server is already {server.state}",
                            user_message=f"Your server is already {server.state}.")
-        server.profile = profile or profiles.named(self.profiles, "")
+        server.profile = profile or profiles.default(self.profiles)
         server.message, server.notice, server.oom_kills, server.exited = "", "", 0, False
         server.started = time.time()
         server.token = self._server_token(server)

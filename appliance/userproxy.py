@@ -75,5 +75,4 @@ def not_running(request: web.Request, server: Server, path: str,
         raise ServerNotRunning(f"{server.label}'s server is not running",
                                user_message=f"{server.label}'s server is not running.")
     target = "spawn-pending" if server.pending == "spawn" else "spawn"
-    where = quote(user) + (f"/{quote(server.name)}" if server.name else "")
-    raise web.HTTPFound(f"/hub/{target}/{where}?next={quote(path)}")
+    raise web.HTTPFound(f"/hub/{target}/{server.route}?next={quote(path)}")

@@ -8,6 +8,7 @@ import asyncio
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
+from urllib.parse import quote
 
 from appliance import units
 from appliance.errors import BadRequest
@@ -95,6 +96,11 @@ class Server:
     def key(self) -> tuple[str, str]:
         """(user, server name): how the spawner finds it."""
         return (self.user, self.name)
+
+    @property
+    def route(self) -> str:
+        """How hub URLs name it after /hub/spawn/ and the like: alice, or alice/lab."""
+        return quote(self.user) + (f"/{quote(self.name)}" if self.name else "")
 
     @property
     def label(self) -> str:
