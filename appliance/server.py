@@ -23,7 +23,7 @@ SD_LISTEN_FDS_START = 3
 
 #: How often STATUS= is refreshed for `systemctl status`.
 STATUS_EVERY = 10.0
-#: On stop, after the listener closes: connections already accepted get up to this long to
+#: On stop, once the hub accepts no more: connections already accepted get up to this long to
 #: send their request (a loaded VM can take seconds), before aiohttp closes the silent ones.
 ACCEPT_GRACE = 5.0
 #: How often the stop checks whether every accepted connection has been heard from.
@@ -69,17 +69,25 @@ def activated_sockets() -> list[socket.socket]:
             range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count)]
 
 
-async def start_sites(runner: web.AppRunner, cfg: Config, tls: ssl.SSLContext | None) -> None:
-    """Serve on systemd's sockets when socket-activated, else bind hub.listen:hub.port."""
+def listening_sockets(cfg: Config) -> list[socket.socket]:
+    """systemd's sockets when socket-activated, else one bound to hub.listen:hub.port."""
     sockets = activated_sockets()
+    if sockets:
+        for sock in sockets:
+            log.info("hub serving on socket-activated %s", sock.getsockname())
+        return sockets
+    family = socket.AF_INET6 if ":" in cfg.hub.listen else socket.AF_INET
+    sock = socket.create_server((cfg.hub.listen, cfg.hub.port), family=family, backlog=1024)
+    log.info("hub listening on %s:%s", cfg.hub.listen, cfg.hub.port)
+    return [sock]
+
+
+async def start_sites(runner: web.AppRunner, sockets: list[socket.socket],
+                      tls: ssl.SSLContext | None) -> None:
+    """Serve the app on each listening socket."""
     for sock in sockets:
         await web.SockSite(runner, sock, ssl_context=tls,
                            shutdown_timeout=SHUTDOWN_TIMEOUT).start()
-        log.info("hub serving on socket-activated %s", sock.getsockname())
-    if not sockets:
-        await web.TCPSite(runner, cfg.hub.listen, cfg.hub.port, ssl_context=tls,
-                          reuse_address=True, shutdown_timeout=SHUTDOWN_TIMEOUT).start()
-        log.info("hub listening on %s:%s", cfg.hub.listen, cfg.hub.port)
 
 
 async def start_redirect(cfg: Config) -> web.AppRunner | None:
@@ -107,15 +115,18 @@ async def start_redirect(cfg: Config) -> web.AppRunner | None:
 class Drain:
     """Lets requests already on their way be answered when the hub stops.
 
-    When the hub stops, its listener closes first; connections not yet accepted stay queued on
-    systemd's socket for the next hub. But a client that connected just before has its request
-    on a connection this hub accepted, and aiohttp's shutdown closes every connection that is
-    not in a request at that moment. So the stop waits (up to ACCEPT_GRACE) until each open
-    connection has sent a request: it is then in that request (aiohttp lets it finish) or was
-    answered and sits idle in keep-alive (safe to close: clients retry those).
+    When the hub stops, it first stops accepting; connections not yet accepted stay queued on
+    systemd's socket for the next hub. Connections accepted just before are finished first:
+    asyncio's Server.close() drops one whose transport is not yet made (its accept task runs a
+    loop turn later and finds the server closed), so the listeners leave the event loop without
+    closing, and the stop waits a few turns. Then it waits (up to ACCEPT_GRACE) until each
+    open connection has sent a request: aiohttp's shutdown closes every connection not in a
+    request, so a silent one would be cut; one in its request is let finish, and one answered
+    and idle in keep-alive is safe to close (clients retry those).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, listeners: list[socket.socket]) -> None:
+        self.listeners = listeners
         self.runner: web.AppRunner | None = None
         self.heard_from: weakref.WeakSet = weakref.WeakSet()  # transports that sent a request
 
@@ -133,11 +144,13 @@ class Drain:
         return sum(1 for conn in self.runner.server.connections
                    if conn.transport is not None and conn.transport not in self.heard_from)
 
-    async def on_shutdown(self, app: web.Application) -> None:
-        """Shutdown step: wait until no accepted connection is still silent, or the grace ends."""
+    async def stop_accepting(self) -> None:
+        """Accept no more; give the connections already accepted their request's time."""
         loop = asyncio.get_running_loop()
+        for sock in self.listeners:
+            loop.remove_reader(sock.fileno())
         deadline = loop.time() + ACCEPT_GRACE
-        await asyncio.sleep(DRAIN_POLL)  # connections accepted just now get registered
+        await asyncio.sleep(DRAIN_POLL)  # accept tasks already queued make their transports
         while self.waiting() and loop.time() < deadline:
             await asyncio.sleep(DRAIN_POLL)
         if self.waiting():
@@ -148,12 +161,12 @@ async def serve(cfg: Config) -> None:
     """Start everything (READY=1 only once bound and reconciled), run until a signal."""
     notifier = Notifier()
     tls = server_context(cfg)  # a bad certificate stops the hub before it touches anything
-    drain = Drain()
+    listeners = listening_sockets(cfg)
+    drain = Drain(listeners)
     app = build_app(cfg, middlewares=[drain.middleware])
-    app.on_shutdown.append(drain.on_shutdown)  # after the websockets are closed
     runner = drain.runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()  # runs the cleanup contexts: store, systemd, reconcile
-    await start_sites(runner, cfg, tls)
+    await start_sites(runner, listeners, tls)
     redirect = await start_redirect(cfg)
     notifier.ready(await status_line(app))
     stop = asyncio.Event()
@@ -166,6 +179,7 @@ async def serve(cfg: Config) -> None:
     notifier.stopping()
     for task in background:
         task.cancel()
+    await drain.stop_accepting()
     if redirect is not None:
         await redirect.cleanup()
     await runner.cleanup()
