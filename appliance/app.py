@@ -57,8 +57,10 @@ async def _store_ctx(app: web.Application):
 
 async def _auth_ctx(app: web.Application):
     cfg = app["config"]
+    loop = asyncio.get_running_loop()
+    app["secret"] = await loop.run_in_executor(None, load_secret, cfg.hub.state_dir / "hub-secret")
     app["auth"] = auth = Authenticator(cfg.auth)
-    app["identities"] = Identities(app["store"], auth, cfg.hub.session_max_age)
+    app["identities"] = Identities(app["store"], auth, cfg.hub.session_max_age, app["secret"])
     yield
     auth.close()
 
@@ -68,9 +70,9 @@ async def _spawner_ctx(app: web.Application):
     systemd = Systemd()
     await systemd.connect()
     loop = asyncio.get_running_loop()
-    secret = await loop.run_in_executor(None, load_secret, cfg.hub.state_dir / "hub-secret")
     app["profiles"] = await loop.run_in_executor(None, profiles.load, cfg)
-    app["spawner"] = spawner = Spawner(cfg, systemd, app["store"], secret, app["profiles"])
+    app["spawner"] = spawner = Spawner(cfg, systemd, app["store"], app["secret"],
+                                       app["profiles"])
     await spawner.reconcile()
     spawner.start_watching()
     yield
@@ -79,7 +81,7 @@ async def _spawner_ctx(app: web.Application):
 
 
 def load_secret(path: Path) -> bytes:
-    """The hub's own secret (server tokens derive from it), created 0600 on first start."""
+    """The hub's own secret (server and CSRF tokens derive from it), 0600, made on first start."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)

@@ -4,6 +4,8 @@ Lookups are cached briefly so relaying a request through the proxy costs no sqli
 round trip; a logout drops its cache entry at once, other changes apply within CACHE_SECONDS.
 """
 
+import base64
+import hashlib
 import hmac
 import logging
 import secrets
@@ -19,9 +21,17 @@ from appliance.store import Store, hash_secret
 log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "appliance-session"
+#: The CSRF token, for clients that read it from the jar (the pages carry it in their forms).
 XSRF_COOKIE = "appliance-xsrf"
+#: A browser that has not logged in yet: its CSRF token (the login form's) is bound to this.
+VISITOR_COOKIE = "appliance-visitor"
+#: Under TLS every hub cookie has this prefix: the browser then takes it only Secure, for
+#: Path=/ and without Domain, so no other port or subdomain can set or shadow it (RFC 6265bis
+#: §4.1.3.2).
+HOST_PREFIX = "__Host-"
+_NAMES = (SESSION_COOKIE, XSRF_COOKIE, VISITOR_COOKIE)
 #: Cookies that belong to the hub and are never relayed to (or settable by) user servers.
-HUB_COOKIES = frozenset({SESSION_COOKIE, XSRF_COOKIE})
+HUB_COOKIES = frozenset(_NAMES) | frozenset(HOST_PREFIX + name for name in _NAMES)
 CACHE_SECONDS = 30.0
 
 
@@ -37,10 +47,12 @@ class Identity:
 class Identities:
     """Resolves requests to identities, with a short-lived cache."""
 
-    def __init__(self, store: Store, auth: Authenticator, session_max_age: float):
+    def __init__(self, store: Store, auth: Authenticator, session_max_age: float,
+                 secret: bytes):
         self.store = store
         self.auth = auth
         self.session_max_age = session_max_age
+        self._xsrf_key = hmac.new(secret, b"xsrf", hashlib.sha256).digest()
         self._cache: dict[str, tuple[float, Identity | None]] = {}
 
     async def of_request(self, request: web.Request) -> Identity | None:
@@ -48,7 +60,7 @@ class Identities:
         token = bearer_token(request)
         if token:
             return await self._cached("token", token)
-        cookie = request.cookies.get(SESSION_COOKIE)
+        cookie = get_cookie(request, SESSION_COOKIE)
         return await self._cached("cookie", cookie) if cookie else None
 
     async def _cached(self, via: str, secret: str) -> Identity | None:
@@ -84,16 +96,33 @@ class Identities:
         self._cache.pop(hash_secret(secret), None)
         await self.store.delete_session(secret)
 
+    def xsrf_token(self, request: web.Request, session: str | None = None) -> str:
+        """The CSRF token of this browser: bound to its session (or, before login, its
+        visitor id), as JupyterHub 4.1 binds it. A cookie planted from another port cannot
+        forge it, and it changes at login and logout. '' when the browser has neither."""
+        session = session or get_cookie(request, SESSION_COOKIE)
+        if session:
+            return self.bound_xsrf("session", session)
+        visitor = get_cookie(request, VISITOR_COOKIE)
+        return self.bound_xsrf("visitor", visitor) if visitor else ""
+
+    def bound_xsrf(self, kind: str, value: str) -> str:
+        """An HMAC of the hub secret and a session or visitor id."""
+        mac = hmac.new(self._xsrf_key, f"{kind}:{value}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac[:24]).decode()
+
+    def check_xsrf(self, request: web.Request, submitted: str | None) -> None:
+        """The form field or X-XSRFToken header must be this browser's CSRF token."""
+        expected = self.xsrf_token(request)
+        if not expected or not submitted or not hmac.compare_digest(expected, submitted):
+            raise BadRequest("CSRF check failed", user_message="This form has expired. "
+                             "Please go back and try again.")
+
 
 def bearer_token(request: web.Request) -> str:
     """The token of `Authorization: token X` or `bearer X`, or ''."""
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     return value.strip() if scheme.lower() in ("token", "bearer") else ""
-
-
-def xsrf_token(request: web.Request) -> str:
-    """The request's CSRF token (from its cookie), or a new one to set."""
-    return request.cookies.get(XSRF_COOKIE) or secrets.token_urlsafe(24)
 
 
 def same_origin(request: web.Request) -> bool:
@@ -117,16 +146,31 @@ def same_origin(request: web.Request) -> bool:
     return origin is None
 
 
-def check_xsrf(request: web.Request, submitted: str | None) -> None:
-    """Double-submit check: the form field or header must equal the CSRF cookie."""
-    cookie = request.cookies.get(XSRF_COOKIE, "")
-    if not cookie or not submitted or not hmac.compare_digest(cookie, submitted):
-        raise BadRequest("CSRF check failed",
-                         user_message="This form has expired. Please go back and try again.")
+def cookie_name(request: web.Request, name: str) -> str:
+    """A hub cookie's name on this request: __Host-prefixed under TLS."""
+    return HOST_PREFIX + name if request.secure else name
+
+
+def get_cookie(request: web.Request, name: str) -> str | None:
+    """A hub cookie's value, under its name for this request's scheme."""
+    return request.cookies.get(cookie_name(request, name))
 
 
 def set_cookie(response: web.StreamResponse, request: web.Request, name: str, value: str,
-               *, max_age: float | None = None, httponly: bool = True) -> None:
-    """Set a hub cookie: HttpOnly, SameSite=Lax, Secure under TLS."""
-    response.set_cookie(name, value, path="/", httponly=httponly, samesite="Lax",
-                        secure=request.secure, max_age=int(max_age) if max_age else None)
+               *, max_age: float | None = None) -> None:
+    """Set a hub cookie: HttpOnly, SameSite=Lax, Path=/, and Secure with __Host- under TLS."""
+    response.set_cookie(cookie_name(request, name), value, path="/", httponly=True,
+                        samesite="Lax", secure=request.secure,
+                        max_age=int(max_age) if max_age else None)
+
+
+def del_cookie(response: web.StreamResponse, request: web.Request, name: str) -> None:
+    """Remove a hub cookie (with the attributes a __Host- cookie must carry)."""
+    set_cookie(response, request, name, "", max_age=None)
+    response.cookies[cookie_name(request, name)]["max-age"] = "0"
+    response.cookies[cookie_name(request, name)]["expires"] = "Thu, 01 Jan 1970 00:00:00 GMT"
+
+
+def new_visitor_id() -> str:
+    """A random id for a browser that has not logged in."""
+    return secrets.token_urlsafe(24)

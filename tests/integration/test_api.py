@@ -74,7 +74,11 @@ async def test_session_cookie_flags_logout_and_hashed_storage(start_hub, hub_con
         assert secret.encode() not in db
         async with a.request("GET", "/hub/home") as r:
             assert r.status == 200
-        async with a.request("GET", "/hub/logout") as r:
+        async with a.request("GET", "/hub/logout") as r:  # a link cannot log anyone out
+            assert r.status == 200 and "Log out" in await r.text()
+        async with a.request("GET", "/hub/home") as r:
+            assert r.status == 200
+        async with a.request("POST", "/hub/logout", data={"_xsrf": a.xsrf}) as r:
             assert r.status == 302
     async with Browser(hub) as replay:
         replay.session.cookie_jar.update_cookies({"appliance-session": secret})
