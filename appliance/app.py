@@ -14,7 +14,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from appliance import api, pages, profiles, serverpages, userproxy
+from appliance import accountwatch, api, pages, profiles, serverpages, userproxy
 from appliance.auth import Authenticator
 from appliance.config import Config
 from appliance.errors import ApplianceError, Forbidden
@@ -39,6 +39,7 @@ def build_app(cfg: Config, middlewares: Sequence = ()) -> web.Application:
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_auth_ctx)
     app.cleanup_ctx.append(_spawner_ctx)
+    app.cleanup_ctx.append(accountwatch.watch_ctx)
     pages.setup(app)
     serverpages.setup(app)
     api.setup(app)

@@ -9,8 +9,10 @@ import grp
 import logging
 import os
 import pwd
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import pam
 
@@ -21,6 +23,8 @@ log = logging.getLogger(__name__)
 
 #: One message for every refusal, so the form never reveals whether an account exists.
 REFUSED = "Invalid username or password."
+#: Where locks and expiry dates are kept (shadow(5)); root-only, like the hub.
+SHADOW = Path("/etc/shadow")
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,8 @@ class Authenticator:
         return ok, str(handle.reason)
 
     def account_sync(self, username: str) -> Account:
-        """The policy: a real account, uid above the floor, in allowed_groups if set."""
+        """The policy: a real account, uid above the floor, in allowed_groups if set, neither
+        locked nor expired."""
         try:
             pw = pwd.getpwnam(username)
         except KeyError:
@@ -86,6 +91,9 @@ class Authenticator:
         allowed = self.cfg.allowed_groups
         if allowed and not groups & set(allowed):
             raise NotFound(f"{username} is in none of auth.allowed_groups {list(allowed)}")
+        why = shadow_refusal(username)
+        if why:
+            raise NotFound(f"{username} {why}")
         admin = username in self.cfg.admin_users or (
             bool(self.cfg.admin_group) and self.cfg.admin_group in groups)
         return Account(pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_dir, pw.pw_shell,
@@ -102,3 +110,27 @@ def _groups_of(pw: pwd.struct_passwd) -> set[str]:
             continue
     return names
 
+
+
+def shadow_refusal(username: str, path: Path = SHADOW) -> str:
+    """Why the shadow file bars the account now, as pam_unix's account stage judges it
+    (pam_unix(8), shadow(5)): locked (`usermod -L`: a "!" before the hash), expired
+    (`usermod -e`), or a password expired longer than its inactive period. '' if none."""
+    try:
+        with path.open() as f:
+            entry = next((line.rstrip("\n").split(":") for line in f
+                          if line.startswith(username + ":")), None)
+    except OSError:  # not root (a test run as a user): PAM will have its say at login
+        return ""
+    if entry is None or len(entry) < 8:
+        return ""
+    password, lastchg, maxdays, inactive, expire = (entry[i] for i in (1, 2, 4, 6, 7))
+    today = int(time.time() // 86400)
+    if password.startswith("!") and len(password) > 1 and password[1] not in "!*":
+        return "is locked"
+    if expire.isdigit() and today >= int(expire):
+        return "has expired"
+    if (lastchg.isdigit() and int(lastchg) > 0 and maxdays.isdigit() and inactive.isdigit()
+            and today > int(lastchg) + int(maxdays) + int(inactive)):
+        return "has a password that expired and went inactive"
+    return ""

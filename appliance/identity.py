@@ -87,6 +87,12 @@ class Identities:
             return None
         return Identity(account.name, account.admin, via)
 
+    def forget_user(self, name: str) -> None:
+        """Drop a user's cached identities: their next request is looked up afresh."""
+        for key, (_, identity) in list(self._cache.items()):
+            if identity is not None and identity.name == name:
+                self._cache.pop(key, None)
+
     async def start_session(self, name: str) -> str:
         """Create a session; returns the cookie value."""
         return await self.store.create_session(name, self.session_max_age)

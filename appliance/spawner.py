@@ -87,6 +87,10 @@ class Spawner:
         """A server the hub knows, or None (never creates one)."""
         return self.servers.get((user, name))
 
+    def of_user(self, user: str) -> list[Server]:
+        """Every server of a user (the default one and named ones) the hub knows."""
+        return [s for s in self.servers.values() if s.user == user]
+
     def named(self, user: str) -> list[Server]:
         """The user's named servers, by name."""
         return sorted((s for (u, n), s in self.servers.items() if u == user and n),
@@ -234,8 +238,9 @@ class Spawner:
 
     # -- stop --------------------------------------------------------------------------------
 
-    async def stop(self, user: str, name: str = "") -> Server:
-        """Stop one of the user's servers and wait for it; Conflict if it is not running."""
+    async def stop(self, user: str, name: str = "", reason: str = "") -> Server:
+        """Stop one of the user's servers and wait for it; Conflict if it is not running.
+        A reason is kept as the server's message (the home page shows it)."""
         server = self.get(user, name)
         if server.state == STARTING and server.task is not None:
             server.task.cancel()
@@ -246,9 +251,9 @@ class Spawner:
         await self.set_state(server, STOPPING)
         server.progress.close()
         await self._teardown_logged(server)
-        server.message = ""
+        server.message = reason
         await self.set_state(server, STOPPED)
-        log.info("user=%s server stopped", server.label)
+        log.info("user=%s server stopped%s", server.label, f": {reason}" if reason else "")
         return server
 
     async def remove(self, user: str, name: str) -> None:
