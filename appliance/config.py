@@ -186,6 +186,9 @@ class AuthConfig:
         'Members of this Unix group are administrators; "" for none.')
     admin_users: tuple[str, ...] = _opt([], _users,
         "User names that are administrators too.")
+    admin_access: bool = _opt(False, _bool,
+        "Whether administrators may open (use) other users' servers; they may always start "
+        "and stop them.")
     recheck_every: float = _opt("60s", parse_duration,
         "How often everyone with a session, token or server is checked again: a locked, "
         "expired, removed or no longer allowed account loses its sessions and its server.")

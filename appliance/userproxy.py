@@ -44,7 +44,7 @@ async def handle_user_request(request: web.Request) -> web.StreamResponse:
             raise Forbidden("no credentials for a user server",
                             user_message="Log in to the hub first.")
         raise web.HTTPFound("/hub/login?next=" + quote(path))
-    access.check(identity, user, "This is not your server.")
+    access.check_open(identity, user, request.app["config"].auth.admin_access)
     spawner = request.app["spawner"]
     server = server_for(spawner, user, path)
     if server is None:
