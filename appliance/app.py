@@ -137,12 +137,16 @@ async def same_origin_middleware(request: web.Request, handler):
     upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
     if ((request.method not in SAFE_METHODS or upgrade)
             and not request.headers.get("Authorization") and not same_origin(request)):
-        log.warning("refused %s %s from origin %r (Sec-Fetch-Site %r), client %s",
+        log.warning("refused %s %r from origin %r (Sec-Fetch-Site %r), client %s",
                     request.method, request.path, request.headers.get("Origin"),
                     request.headers.get("Sec-Fetch-Site"), request.remote)
         raise Forbidden("cross-origin request refused",
                         user_message="This request came from another site and was refused.")
     return await handler(request)
+
+
+#: What a 5xx page says when the error carries no sentence written for people.
+HUB_FAULT = "Something went wrong in the hub."
 
 
 @web.middleware
@@ -151,20 +155,34 @@ async def error_middleware(request: web.Request, handler):
     try:
         return await handler(request)
     except ApplianceError as e:
-        if e.status >= 500:
-            log.warning("%s %s: %s", request.method, request.path, e)
-        return error_response(request, e.status, e.user_message)
+        if e.status < 500:
+            return error_response(request, e.status, e.user_message)
+        return incident(request, e.status, e, e.user_message if e.written_for_people
+                        else HUB_FAULT)
     except (web.HTTPException, asyncio.CancelledError):
         raise
-    except Exception:
-        log.exception("unexpected error in %s %s", request.method, request.path)
-        return error_response(request, 500, "Something went wrong in the hub. The "
-                              "administrator can find details in journalctl -u "
-                              "notebook-appliance.")
+    except Exception as e:
+        return incident(request, 500, e, HUB_FAULT)
 
 
-def error_response(request: web.Request, status: int, message: str) -> web.Response:
-    """A JupyterHub-shaped JSON error, or the HTML error page."""
+def incident(request: web.Request, status: int, error: Exception,
+             message: str) -> web.Response:
+    """A 5xx: the error in the journal under a new incident id; the page shows a fixed
+    message and that id, never the error's own text."""
+    incident_id = secrets.token_hex(4)
+    log.error("incident %s: %s %r: %s", incident_id, request.method, request.path, error,
+              exc_info=not isinstance(error, ApplianceError))
+    return error_response(request, status, f"{message} If it goes on, tell the administrator "
+                          f"incident {incident_id} (journalctl -u notebook-appliance "
+                          f"--grep {incident_id}).", incident=incident_id)
+
+
+def error_response(request: web.Request, status: int, message: str,
+                   incident: str = "") -> web.Response:
+    """A JupyterHub-shaped JSON error (with the incident id of a 5xx), or the HTML page."""
     if wants_json(request):
-        return web.json_response({"status": status, "message": message}, status=status)
+        body = {"status": status, "message": message}
+        if incident:
+            body["incident"] = incident
+        return web.json_response(body, status=status)
     return pages.render(request, "error.html", status=status, code=status, message=message)

@@ -18,11 +18,15 @@ import pam
 
 from appliance.config import AuthConfig
 from appliance.errors import AuthError, NotFound
+from appliance.systemd import escape_unit_part
 
 log = logging.getLogger(__name__)
 
 #: One message for every refusal, so the form never reveals whether an account exists.
 REFUSED = "Invalid username or password."
+#: A unit name's longest (systemd.unit(5)); a name whose server unit would not fit is refused
+#: at login (a named server's longer name is checked when it is made).
+MAX_UNIT_NAME = 255
 #: Where locks and expiry dates are kept (shadow(5)); root-only, like the hub.
 SHADOW = Path("/etc/shadow")
 
@@ -58,12 +62,12 @@ class Authenticator:
         loop = asyncio.get_running_loop()
         ok, reason = await loop.run_in_executor(self._pool, self._pam_check, username, password)
         if not ok:
-            log.info("user=%s login refused by PAM: %s", username, reason)
+            log.info("user=%r login refused by PAM: %s", username, reason)
             raise AuthError(f"PAM refused {username}: {reason}", user_message=REFUSED)
         try:
             return await self.account(username)
         except NotFound as e:
-            log.info("user=%s login refused by policy: %s", username, e)
+            log.info("user=%r login refused by policy: %s", username, e)
             raise AuthError(str(e), user_message=REFUSED) from e
 
     async def account(self, username: str) -> Account:
@@ -81,6 +85,9 @@ class Authenticator:
     def account_sync(self, username: str) -> Account:
         """The policy: a real account, uid above the floor, in allowed_groups if set, neither
         locked nor expired."""
+        if not username.isprintable() or len(
+                f"notebook-{escape_unit_part(username)}.service") > MAX_UNIT_NAME:
+            raise NotFound(f"{username!r} cannot name a server's systemd unit")
         try:
             pw = pwd.getpwnam(username)
         except KeyError:

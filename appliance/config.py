@@ -113,6 +113,15 @@ def _ip(value: object) -> str:
     return value
 
 
+def _network(value: object) -> str:
+    """An address range like "169.254.0.0/16" (or one address), normalised."""
+    try:
+        return str(ipaddress.ip_network(value if isinstance(value, str) else None,
+                                        strict=False))
+    except ValueError:
+        raise _Bad('expected an address range like "169.254.0.0/16"') from None
+
+
 _string = _check(lambda v: isinstance(v, str), "expected a string")
 _bool = _check(lambda v: isinstance(v, bool), "expected true or false")
 _cores = _check(lambda v: _is_number(v) and v > 0, "expected a number of cores > 0 like 1.5", float)
@@ -126,6 +135,7 @@ _groups = _list(_name("a group name"), "expected a list of group names")
 _users = _list(_name("a user name"), "expected a list of user names")
 _argv = _list(_string, "expected a non-empty list of strings", nonempty=True)
 _abs_paths = _list(_abs_path, "expected a list of absolute paths")
+_networks = _list(_network, 'expected a list of address ranges like ["169.254.0.0/16"]')
 _admission = _check(lambda v: v in ("usage", "limits"), 'expected "usage" or "limits"')
 _url_path = _check(lambda v: isinstance(v, str) and re.fullmatch(r"/\S*", v),
                    'expected a URL path starting with "/"')
@@ -219,6 +229,12 @@ class SpawnerConfig:
         "systemd slice that holds every user's server unit.")
     hardening: bool = _opt(True, _bool,
         "Sandbox each server unit (ProtectSystem=, PrivateTmp=, ...).")
+    ip_address_deny: tuple[str, ...] = _opt(["169.254.0.0/16", "fe80::/10"], _networks,
+        "Addresses servers may not reach (IPAddressDeny=): link-local by default, where a "
+        "cloud's metadata service (169.254.169.254) hands out the machine's credentials.")
+    tmp_size: int = _opt("1G", parse_size,
+        "Size of each server's own /tmp and /var/tmp (in memory, counted in its memory "
+        "limit): one student cannot fill the disk the hub's database is on.")
     default_url: str = _opt("/tree", _url_path,
         "Page inside the user's server the browser opens first.")
     shared_paths: tuple[Path, ...] = _opt(["/srv/data"], _abs_paths,

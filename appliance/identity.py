@@ -83,7 +83,7 @@ class Identities:
         try:
             account = await self.auth.account(name)
         except NotFound as e:
-            log.info("user=%s credentials refused: %s", name, e)
+            log.info("user=%r credentials refused: %s", name, e)
             return None
         return Identity(account.name, account.admin, via)
 

@@ -95,7 +95,8 @@ async def current(request: web.Request, *, required: bool = True):
     identity = await request.app["identities"].of_request(request)
     request["identity"] = identity
     if identity is None and required:
-        raise web.HTTPFound("/hub/login?next=" + quote(request.path_qs))
+        # raw_path: the URL as sent (percent-encoded), so a non-ASCII name comes back intact.
+        raise web.HTTPFound("/hub/login?next=" + quote(request.raw_path))
     return identity
 
 
@@ -131,7 +132,7 @@ async def login_submit(request: web.Request) -> web.Response:
     await request.app["store"].ensure_user(account.name, account.admin)
     identities = request.app["identities"]
     secret = await identities.start_session(account.name)
-    log.info("user=%s logged in", account.name)
+    log.info("user=%r logged in", account.name)
     response = web.HTTPFound(target)
     max_age = request.app["config"].hub.session_max_age
     set_cookie(response, request, SESSION_COOKIE, secret, max_age=max_age)

@@ -221,7 +221,7 @@ def _sets_hub_cookie(set_cookie: str, hub_cookies: frozenset[str]) -> bool:
         log.warning("dropped nameless Set-Cookie from a notebook server")
         return True
     if name in hub_cookies:
-        log.warning("dropped Set-Cookie for hub cookie %s from a notebook server", name)
+        log.warning("dropped Set-Cookie for hub cookie %r from a notebook server", name)
         return True
     return False
 
@@ -280,7 +280,7 @@ async def _stream_response(request: web.Request, result: aiohttp.ClientResponse,
     except aiohttp.ClientError as err:
         # Headers are gone already: no error page is possible. Cut the connection so the
         # browser sees a broken transfer instead of a complete-looking truncated file.
-        log.warning("notebook server broke off a response to %s: %s", request.path, err)
+        log.warning("notebook server broke off a response to %r: %s", request.path, err)
         if request.transport is not None:
             request.transport.close()
     return response

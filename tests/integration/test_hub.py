@@ -4,6 +4,7 @@ import asyncio
 import os
 import signal
 import subprocess
+from urllib.parse import quote
 
 import pytest
 
@@ -20,7 +21,7 @@ async def spawn_via_form(browser: Browser, name: str) -> list[dict]:
     """Press 'Start my server' and follow the progress stream."""
     async with browser.request("POST", f"/hub/spawn/{name}", data={"_xsrf": browser.xsrf}) as r:
         assert r.status == 302, await r.text()
-        assert r.headers["Location"].startswith(f"/hub/spawn-pending/{name}")
+        assert r.headers["Location"].startswith(f"/hub/spawn-pending/{quote(name)}")
     return await browser.progress(name)
 
 

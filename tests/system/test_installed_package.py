@@ -181,6 +181,24 @@ def test_kernel_over_proxied_websocket(vm, people, state):
     assert vm.ssh("test -e /srv/data/written-by-student", check=False).returncode != 0
 
 
+METADATA_CHECK = """
+import socket
+try:
+    socket.create_connection(("169.254.169.254", 80), timeout=5).close()
+    r = "connected"
+except OSError as e:
+    r = type(e).__name__
+r
+"""
+
+
+def test_cloud_metadata_is_out_of_reach(vm, people, state):
+    """4b. IPAddressDeny= (link-local by default): the kernel refuses at once (EPERM), where
+    without it the connection would be tried (refused or timed out by qemu's network)."""
+    need(state, "alice_ready")
+    assert people[USER1].execute(METADATA_CHECK) == {"result": "'PermissionError'"}
+
+
 def test_other_user_is_forbidden(vm, people, state):
     """5. Another logged-in user gets 403 on the first user's server."""
     need(state, "alice_ready")

@@ -65,12 +65,14 @@ def test_defaults():
         ssl_cert=None, ssl_key=None, redirect_port=0)
     assert c.auth == config.AuthConfig(
         pam_service="notebook-appliance", min_uid=1000, allowed_groups=(),
-        admin_group="notebook-admins", admin_users=(), pam_threads=4)
+        admin_group="notebook-admins", admin_users=(), admin_access=False,
+        recheck_every=60.0, pam_threads=4)
     assert c.spawner == config.SpawnerConfig(
         command=("jupyter-notebook",), start_timeout=120.0, stop_timeout=30.0,
         concurrent_spawns=4, admission="usage", named_servers_limit=0,
         restart_cooldown=2.0,
-        slice="notebook-appliance.slice", hardening=True, default_url="/tree",
+        slice="notebook-appliance.slice", hardening=True,
+        ip_address_deny=("169.254.0.0/16", "fe80::/10"), tmp_size=1024**3, default_url="/tree",
         shared_paths=(Path("/srv/data"),), environment=())
     assert c.limits == config.LimitsConfig(memory=1024**3, cpu=1.0, tasks=512)
 
@@ -97,12 +99,14 @@ def test_full_file(tmp_path):
         ssl_key=Path("/etc/ssl/private/nb.key"), redirect_port=0)
     assert c.auth == config.AuthConfig(
         pam_service="login", min_uid=2000, allowed_groups=("students", "staff"),
-        admin_group="", admin_users=("alice",), pam_threads=8)
+        admin_group="", admin_users=("alice",), admin_access=False, recheck_every=60.0,
+        pam_threads=8)
     assert c.spawner == config.SpawnerConfig(
         command=("python3", "-m", "jupyter_server"), start_timeout=60.0, stop_timeout=60.0,
         concurrent_spawns=8, admission="limits", named_servers_limit=0,
         restart_cooldown=10.0,
-        slice="jupyter-users.slice", hardening=False, default_url="/lab",
+        slice="jupyter-users.slice", hardening=False,
+        ip_address_deny=("169.254.0.0/16", "fe80::/10"), tmp_size=1024**3, default_url="/lab",
         shared_paths=(Path("/srv/data"), Path("/srv/scratch")),
         environment=(("LANG", "C.UTF-8"), ("PIP_INDEX_URL", "http://mirror/simple")))
     assert c.limits == config.LimitsConfig(memory=3 * 512 * 1024**2, cpu=2.0, tasks=1024)
