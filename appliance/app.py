@@ -14,10 +14,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from appliance import accountwatch, api, pages, profiles, serverpages, userproxy
+from appliance import accountwatch, api, origins, pages, profiles, serverpages, userproxy
 from appliance.auth import Authenticator
 from appliance.config import Config
-from appliance.errors import ApplianceError, Forbidden
+from appliance.errors import ApplianceError, Forbidden, NotFound
 from appliance.identity import Identities, same_origin
 from appliance.spawner import Spawner
 from appliance.store import Store
@@ -33,9 +33,10 @@ def build_app(cfg: Config, middlewares: Sequence = ()) -> web.Application:
     """
     app = web.Application(
         middlewares=[*middlewares, forwarded_proto_middleware, error_middleware,
-                     same_origin_middleware],
+                     user_host_middleware, same_origin_middleware],
         client_max_size=1024**2)
     app["config"] = cfg
+    app["handoffs"] = origins.Handoffs()
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_auth_ctx)
     app.cleanup_ctx.append(_spawner_ctx)
@@ -123,6 +124,21 @@ def is_loopback(address: str | None) -> bool:
         return False
     mapped = getattr(ip, "ipv4_mapped", None)
     return (mapped or ip).is_loopback
+
+
+@web.middleware
+async def user_host_middleware(request: web.Request, handler):
+    """With per-user origins, a request to a user's host may reach only /user/… (checked
+    further in userproxy) and the code exchange: nothing of the hub's own."""
+    label = origins.user_label(request, request.app["config"].hub.user_domain)
+    if label is None:
+        return await handler(request)
+    if request.path != origins.EXCHANGE_PATH and not request.path.startswith("/user/"):
+        raise NotFound(f"{request.path!r} on a user's host",
+                       user_message="There is no such page on this address.")
+    request["user_host"] = origins.hostname(request)
+    request["user_label"] = label
+    return await handler(request)
 
 
 #: Methods that change nothing; everything else must come from the hub's own pages.

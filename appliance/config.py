@@ -135,6 +135,9 @@ _groups = _list(_name("a group name"), "expected a list of group names")
 _users = _list(_name("a user name"), "expected a list of user names")
 _argv = _list(_string, "expected a non-empty list of strings", nonempty=True)
 _abs_paths = _list(_abs_path, "expected a list of absolute paths")
+_domain = _check(lambda v: isinstance(v, str) and (v == "" or re.fullmatch(
+    r"(?=.{1,200}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*", v)),
+    'expected a lower-case DNS name like "box.example" (or "" for off)')
 _networks = _list(_network, 'expected a list of address ranges like ["169.254.0.0/16"]')
 _admission = _check(lambda v: v in ("usage", "limits"), 'expected "usage" or "limits"')
 _url_path = _check(lambda v: isinstance(v, str) and re.fullmatch(r"/\S*", v),
@@ -180,6 +183,10 @@ class HubConfig:
         "PEM private key for ssl_cert; set both or neither.")
     redirect_port: int = _opt(0, _int(0, 65535),
         "With TLS: a plain-HTTP port that redirects browsers to HTTPS (0 = none, e.g. 80).")
+    user_domain: str = _opt("", _domain,
+        'Per-user origins: the hub answers at this name and each user\'s servers at '
+        '<user>.<this name> (DNS for both, and with TLS a certificate for both; "" = off: '
+        "every server on the hub's own origin).")
 
 
 @dataclass(frozen=True)

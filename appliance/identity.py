@@ -25,11 +25,13 @@ SESSION_COOKIE = "appliance-session"
 XSRF_COOKIE = "appliance-xsrf"
 #: A browser that has not logged in yet: its CSRF token (the login form's) is bound to this.
 VISITOR_COOKIE = "appliance-visitor"
+#: The session on one user's own host (hub.user_domain): valid there only.
+SERVER_SESSION_COOKIE = "appliance-server-session"
 #: Under TLS every hub cookie has this prefix: the browser then takes it only Secure, for
 #: Path=/ and without Domain, so no other port or subdomain can set or shadow it (RFC 6265bis
 #: §4.1.3.2).
 HOST_PREFIX = "__Host-"
-_NAMES = (SESSION_COOKIE, XSRF_COOKIE, VISITOR_COOKIE)
+_NAMES = (SESSION_COOKIE, XSRF_COOKIE, VISITOR_COOKIE, SERVER_SESSION_COOKIE)
 #: Cookies that belong to the hub and are never relayed to (or settable by) user servers.
 HUB_COOKIES = frozenset(_NAMES) | frozenset(HOST_PREFIX + name for name in _NAMES)
 CACHE_SECONDS = 30.0
@@ -56,28 +58,33 @@ class Identities:
         self._cache: dict[str, tuple[float, Identity | None]] = {}
 
     async def of_request(self, request: web.Request) -> Identity | None:
-        """The identity behind a request's token or session cookie, or None (anonymous)."""
+        """The identity behind a request's token or session cookie, or None (anonymous). On a
+        user's own host (request["user_host"], set by the app) only that host's session
+        counts: the hub's cookie never comes there, and its session would not do."""
         token = bearer_token(request)
         if token:
             return await self._cached("token", token)
-        cookie = get_cookie(request, SESSION_COOKIE)
-        return await self._cached("cookie", cookie) if cookie else None
+        host = request.get("user_host", "")
+        cookie = get_cookie(request, SERVER_SESSION_COOKIE if host else SESSION_COOKIE)
+        return await self._cached("cookie", cookie, host) if cookie else None
 
-    async def _cached(self, via: str, secret: str) -> Identity | None:
-        key = hash_secret(secret)
+    async def _cached(self, via: str, secret: str, host: str = "") -> Identity | None:
+        key = hash_secret(f"{host}\0{secret}" if host else secret)
         hit = self._cache.get(key)
         if hit and hit[0] > time.monotonic():
             return hit[1]
-        identity = await self._lookup(via, secret)
+        identity = await self._lookup(via, secret, host)
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[key] = (time.monotonic() + CACHE_SECONDS, identity)
         return identity
 
-    async def _lookup(self, via: str, secret: str) -> Identity | None:
+    async def _lookup(self, via: str, secret: str, host: str = "") -> Identity | None:
         """Ask the store who owns the secret, then re-check the account policy."""
-        lookup = self.store.token_user if via == "token" else self.store.session_user
-        name = await lookup(secret)
+        if via == "token":
+            name = await self.store.token_user(secret)
+        else:
+            name = await self.store.session_user(secret, host)
         if name is None:
             return None
         try:
@@ -93,14 +100,18 @@ class Identities:
             if identity is not None and identity.name == name:
                 self._cache.pop(key, None)
 
-    async def start_session(self, name: str) -> str:
-        """Create a session; returns the cookie value."""
-        return await self.store.create_session(name, self.session_max_age)
+    async def start_session(self, name: str, host: str = "") -> str:
+        """Create a session (on the hub, or on a user's host); returns the cookie value."""
+        return await self.store.create_session(name, self.session_max_age, host)
 
-    async def end_session(self, secret: str) -> None:
-        """Logout: delete the session and forget it in the cache."""
+    async def end_session(self, secret: str, name: str | None = None) -> None:
+        """Logout: delete the session, and name's sessions on users' hosts, and forget them
+        in the cache."""
         self._cache.pop(hash_secret(secret), None)
         await self.store.delete_session(secret)
+        if name is not None:
+            await self.store.end_host_sessions_of(name)
+            self.forget_user(name)
 
     def xsrf_token(self, request: web.Request, session: str | None = None) -> str:
         """The CSRF token of this browser: bound to its session (or, before login, its

@@ -153,7 +153,9 @@ async def logout(request: web.Request) -> web.Response:
     await checked_form(request)
     secret = get_cookie(request, SESSION_COOKIE)
     if secret:
-        await request.app["identities"].end_session(secret)
+        identity = await current(request, required=False)
+        await request.app["identities"].end_session(
+            secret, identity.name if identity else None)
     response = web.HTTPFound("/hub/login")
     del_cookie(response, request, SESSION_COOKIE)
     del_cookie(response, request, XSRF_COOKIE)

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -67,6 +67,8 @@ _MIGRATIONS = (
     DROP TABLE tokens;
     ALTER TABLE tokens_v3 RENAME TO tokens;
     """,
+    # 4: sessions on a user's own host (per-user origins) say which host; '' is the hub's.
+    "ALTER TABLE sessions ADD COLUMN host TEXT NOT NULL DEFAULT ''",
 )
 #: A token's last_used is written at most this often (seconds): a busy tool is not a write
 #: per request.
@@ -190,22 +192,29 @@ class Store:
 
     # -- sessions and tokens -----------------------------------------------------------------
 
-    async def create_session(self, user: str, max_age: float) -> str:
-        """Start a login session; returns the cookie value (only its hash is stored)."""
+    async def create_session(self, user: str, max_age: float, host: str = "") -> str:
+        """Start a login session (on the hub, or on one user's host); returns the cookie value
+        (only its hash is stored)."""
         secret, now = new_secret(), time.time()
-        await self._run(self._q, "INSERT INTO sessions(hash, user, created, expires) "
-                        "VALUES (?, ?, ?, ?)", hash_secret(secret), user, now, now + max_age)
+        await self._run(self._q, "INSERT INTO sessions(hash, user, created, expires, host) "
+                        "VALUES (?, ?, ?, ?, ?)", hash_secret(secret), user, now, now + max_age,
+                        host)
         return secret
 
-    async def session_user(self, secret: str) -> str | None:
-        """The user a live session cookie belongs to, or None."""
-        rows = await self._run(self._q, "SELECT user FROM sessions WHERE hash=? AND expires>?",
-                               hash_secret(secret), time.time())
+    async def session_user(self, secret: str, host: str = "") -> str | None:
+        """The user a live session cookie belongs to, on that host, or None."""
+        rows = await self._run(self._q, "SELECT user FROM sessions WHERE hash=? AND expires>? "
+                               "AND host=?", hash_secret(secret), time.time(), host)
         return rows[0][0] if rows else None
 
     async def delete_session(self, secret: str) -> None:
         """End a session (logout)."""
         await self._run(self._q, "DELETE FROM sessions WHERE hash=?", hash_secret(secret))
+
+    async def end_host_sessions_of(self, user: str) -> int:
+        """End a user's sessions on users' hosts (their hub logout ends those too)."""
+        return await self._run(self._count, "DELETE FROM sessions WHERE user=? AND host!=''",
+                               user)
 
     async def purge_expired_sessions(self) -> int:
         """Forget sessions past their expiry; how many there were."""

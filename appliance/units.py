@@ -18,6 +18,9 @@ from appliance.systemd import Property, escape_unit_part
 #: The Jupyter config every server loads: it reads the token from a file, see its docstring.
 JUPYTER_CONFIG = Path(__file__).with_name("jupyter_config.py")
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+#: What a URL path segment keeps unquoted (RFC 3986 pchar): the proxy's normalised paths and
+#: servers' base URLs quote alike, so they match.
+SEGMENT_SAFE = ":@!$&'()*+,;=-._~"
 
 
 @dataclass(frozen=True)
@@ -44,8 +47,13 @@ def unit_name(user: str, server: str = "") -> str:
 def base_url(user: str, server: str = "") -> str:
     """The URL prefix of a server, as JupyterHub lays them out; a name outside URL-safe
     ASCII percent-encoded (RFC 3986), as browsers send it."""
-    user, server = quote(user, safe=""), quote(server, safe="")
+    user, server = quote_segment(user), quote_segment(server)
     return f"/user/{user}/{server + '/' if server else ''}"
+
+
+def quote_segment(text: str) -> str:
+    """One path segment, percent-encoded as browsers and the proxy write it."""
+    return quote(text, safe=SEGMENT_SAFE)
 
 
 @dataclass(frozen=True)

@@ -120,7 +120,11 @@ def test_unit_runs_as_user_with_limits(vm, state):
     props = show(vm, f"notebook-{USER1}.service",
                  "User", "MemoryMax", "CPUQuotaPerSecUSec", "TasksMax", "Slice", "ActiveState")
     assert props["ActiveState"] == "active"
-    assert props["User"] == USER1
+    # User= holds the uid (an all-digit name would otherwise be read as one); the process
+    # runs as the account.
+    assert props["User"] == vm.ssh(f"id -u {USER1}").stdout.strip()
+    pid = show(vm, f"notebook-{USER1}.service", "MainPID")["MainPID"]
+    assert vm.ssh(f"ps -o user= -p {pid}").stdout.strip() == USER1
     assert int(props["MemoryMax"]) == size_bytes(cfg["limits"]["memory"])
     assert timespan_usec(props["CPUQuotaPerSecUSec"]) == round(cfg["limits"]["cpu"] * 10**6)
     assert int(props["TasksMax"]) == cfg["limits"]["tasks"]

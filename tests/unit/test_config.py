@@ -62,7 +62,7 @@ def test_defaults():
     assert c.hub == config.HubConfig(
         listen="0.0.0.0", port=8000, state_dir=Path("/var/lib/notebook-appliance"),
         runtime_dir=Path("/run/notebook-appliance"), session_max_age=14 * 86400.0,
-        ssl_cert=None, ssl_key=None, redirect_port=0)
+        ssl_cert=None, ssl_key=None, redirect_port=0, user_domain="")
     assert c.auth == config.AuthConfig(
         pam_service="notebook-appliance", min_uid=1000, allowed_groups=(),
         admin_group="notebook-admins", admin_users=(), admin_access=False,
@@ -96,7 +96,7 @@ def test_full_file(tmp_path):
     assert c.hub == config.HubConfig(
         listen="::", port=8443, state_dir=Path("/srv/state"), runtime_dir=Path("/run/nb"),
         session_max_age=5400.0, ssl_cert=Path("/etc/ssl/nb.pem"),
-        ssl_key=Path("/etc/ssl/private/nb.key"), redirect_port=0)
+        ssl_key=Path("/etc/ssl/private/nb.key"), redirect_port=0, user_domain="")
     assert c.auth == config.AuthConfig(
         pam_service="login", min_uid=2000, allowed_groups=("students", "staff"),
         admin_group="", admin_users=("alice",), admin_access=False, recheck_every=60.0,
@@ -114,6 +114,11 @@ def test_full_file(tmp_path):
 
 
 BAD = [
+    ("[hub]\nuser_domain = 'Box.Example'",
+     'hub.user_domain: expected a lower-case DNS name like "box.example" (or "" for off), '
+     'got "Box.Example"'),
+    ("[spawner]\nip_address_deny = ['x']", 'spawner.ip_address_deny: expected a list of address '
+     'ranges like ["169.254.0.0/16"], got ["x"]'),
     ("[limits]\nmemory = 'lots'", 'limits.memory: expected a size like "2G", got "lots"'),
     ("[limits]\nmemory = '2GB'", 'limits.memory: expected a size like "2G", got "2GB"'),
     ("[limits]\nmemory = true", 'limits.memory: expected a size like "2G", got true'),
@@ -131,7 +136,7 @@ BAD = [
      'hub.state_dir: expected an absolute path, got "var/lib/x"'),
     ("[hub]\nprot = 8000",
      "hub.prot: unknown key, expected one of: listen, port, state_dir, runtime_dir, "
-     "session_max_age, ssl_cert, ssl_key, redirect_port"),
+     "session_max_age, ssl_cert, ssl_key, redirect_port, user_domain"),
     ("[profiles.big]\nmemory = 'lots'",
      'profiles.big.memory: expected a size like "2G", got "lots"'),
     ("[profiles.big]\nsize = 3",

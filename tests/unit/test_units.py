@@ -121,6 +121,7 @@ def test_unit_names_leave_room_for_named_servers():
     assert units.base_url("alice", "gpu") == "/user/alice/gpu/"
     # As a browser sends a name outside URL-safe ASCII (RFC 3986).
     assert units.base_url("émile", "lab 1") == "/user/%C3%A9mile/lab%201/"
+    assert units.base_url("a+b@c") == "/user/a+b@c/"  # as the proxy normalises paths
 
 
 def test_escape_unit_part_escapes_what_systemd_would():
