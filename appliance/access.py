@@ -5,6 +5,7 @@ in one place.
 """
 
 from appliance.errors import Forbidden
+from appliance.events import Cause
 from appliance.identity import Identity
 
 
@@ -37,3 +38,8 @@ def check(identity: Identity, user: str, user_message: str) -> None:
     """Forbidden (with user_message for the browser) unless identity may act on user."""
     if not may_act_on(identity, user):
         raise Forbidden(f"{identity.name} may not act on {user}", user_message=user_message)
+
+
+def stop_cause(identity: Identity, user: str) -> Cause:
+    """Who stopped user's server, as usage history records it: the user, or an admin."""
+    return Cause.USER if identity.name == user else Cause.ADMIN

@@ -14,6 +14,7 @@ import logging
 from aiohttp import web
 
 from appliance.errors import Conflict, NotFound
+from appliance.events import Cause
 from appliance.userserver import ServerState
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,8 @@ async def refuse(app: web.Application, name: str, why: str) -> None:
     for server in app["spawner"].of_user(name):
         if server.state in (ServerState.STARTING, ServerState.RUNNING):
             try:
-                await app["spawner"].stop(name, server.name, reason=STOPPED_REASON)
+                await app["spawner"].stop(name, server.name, reason=STOPPED_REASON,
+                                          cause=Cause.ACCOUNT)
                 stopped += 1
             except Conflict:
                 pass  # it stopped on its own meanwhile

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from appliance import accountwatch, api, origins, pages, profiles, serverpages, userproxy
+from appliance import accountwatch, api, cgroups, origins, pages, profiles, serverpages, userproxy
 from appliance.auth import Authenticator
 from appliance.config import Config
 from appliance.errors import ApplianceError, Forbidden, NotFound
@@ -41,6 +41,7 @@ def build_app(cfg: Config, middlewares: Sequence = ()) -> web.Application:
     app.cleanup_ctx.append(_auth_ctx)
     app.cleanup_ctx.append(_spawner_ctx)
     app.cleanup_ctx.append(accountwatch.watch_ctx)
+    app.cleanup_ctx.append(_sampler_ctx)
     pages.setup(app)
     serverpages.setup(app)
     api.setup(app)
@@ -80,6 +81,15 @@ async def _spawner_ctx(app: web.Application):
     yield
     await spawner.close()
     await systemd.close()
+
+
+async def _sampler_ctx(app: web.Application):
+    """The cgroup sampler (cgroups.py) runs while the hub does."""
+    spawner = app["spawner"]
+    task = asyncio.create_task(cgroups.sample(spawner, spawner.sampler), name="cgroups")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def load_secret(path: Path) -> bytes:

@@ -16,8 +16,8 @@ import logging
 
 import psutil
 
+from appliance.cgroups import CGROUP_ROOT
 from appliance.errors import SystemdError
-from appliance.oomwatch import CGROUP_ROOT
 from appliance.spawnqueue import Memory
 from appliance.systemd import SLICE, Systemd
 

@@ -125,8 +125,8 @@ class Drain:
     and idle in keep-alive is safe to close (clients retry those).
     """
 
-    def __init__(self, listeners: list[socket.socket]) -> None:
-        self.listeners = listeners
+    def __init__(self) -> None:
+        self.listeners: list[socket.socket] = []
         self.runner: web.AppRunner | None = None
         self.heard_from: weakref.WeakSet = weakref.WeakSet()  # transports that sent a request
 
@@ -147,9 +147,12 @@ class Drain:
     async def stop_accepting(self) -> None:
         """Accept no more; give the connections already accepted their request's time."""
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + ACCEPT_GRACE
+        # Connections made before the stop are taken first: a hub that bound its own socket
+        # would reset them when it closes it (with systemd's socket, they would wait).
+        await asyncio.sleep(DRAIN_POLL)
         for sock in self.listeners:
             loop.remove_reader(sock.fileno())
-        deadline = loop.time() + ACCEPT_GRACE
         await asyncio.sleep(DRAIN_POLL)  # accept tasks already queued make their transports
         while self.waiting() and loop.time() < deadline:
             await asyncio.sleep(DRAIN_POLL)
@@ -161,12 +164,13 @@ async def serve(cfg: Config) -> None:
     """Start everything (READY=1 only once bound and reconciled), run until a signal."""
     notifier = Notifier()
     tls = server_context(cfg)  # a bad certificate stops the hub before it touches anything
-    listeners = listening_sockets(cfg)
-    drain = Drain(listeners)
+    drain = Drain()
     app = build_app(cfg, middlewares=[drain.middleware])
     runner = drain.runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()  # runs the cleanup contexts: store, systemd, reconcile
-    await start_sites(runner, listeners, tls)
+    # Bound only now, as the hub is about to answer (a bound socket accepts connections).
+    drain.listeners = listening_sockets(cfg)
+    await start_sites(runner, drain.listeners, tls)
     redirect = await start_redirect(cfg)
     notifier.ready(await status_line(app))
     stop = asyncio.Event()

@@ -97,7 +97,8 @@ async def stop_submit(request: web.Request) -> web.Response:
     server = await server_in_url(request)
     await checked_form(request)
     if server is not None:
-        await request.app["spawner"].stop(server.user, server.name)
+        cause = access.stop_cause(request["identity"], server.user)
+        await request.app["spawner"].stop(server.user, server.name, cause=cause)
     return redirect("/hub/home")
 
 

@@ -12,10 +12,11 @@ import signal
 import time
 from functools import partial
 
-from appliance import capacity, oomwatch, profiles, rundir, units
+from appliance import capacity, cgroups, profiles, rundir, units
 from appliance.auth import MAX_UNIT_NAME
 from appliance.config import Config, format_size
 from appliance.errors import BadRequest, Conflict, SpawnError, SystemdError
+from appliance.events import Cause, Event, Events, Kind
 from appliance.profiles import Profile
 from appliance.spawnqueue import SpawnQueue
 from appliance.store import Store
@@ -48,12 +49,16 @@ class Spawner:
                     cfg.spawner.admission == "limits"),
             cooldown=cfg.spawner.restart_cooldown)
         self._tasks: list[asyncio.Task] = []
+        self.events = Events()
+        #: The servers' cgroup readings (cgroups.sample fills it; app.py runs that).
+        self.sampler = cgroups.Sampler()
+        #: Listen to every server's lifecycle (events.py).
+        self.subscribe = self.events.subscribe
         systemd.on_reconnect(self.resync)
 
     def start_watching(self) -> None:
-        """Begin polling running servers for OOM kills and saving their activity."""
-        self._tasks = [asyncio.create_task(oomwatch.watch(self), name="oomwatch"),
-                       asyncio.create_task(self._save_activity(), name="activity")]
+        """Begin saving running servers' activity."""
+        self._tasks = [asyncio.create_task(self._save_activity(), name="activity")]
 
     async def _save_activity(self) -> None:
         """Every ACTIVITY_SECONDS, write the running servers' last activity to the store."""
@@ -73,6 +78,7 @@ class Spawner:
                              "Restart the kernel and work with less data at once.")
             log.warning("user=%r OOM killer ended a process in %s (oom_kill=%d)",
                         server.label, server.unit, count)
+            self.events.emit(Event(Kind.OOM, server, Cause.OOM, server.notice))
         server.oom_kills = count
 
     def get(self, user: str, name: str = "") -> Server:
@@ -238,14 +244,16 @@ class Spawner:
                     server.label, error, server.unit)
         await self._teardown_logged(server)
         server.message = reason
-        await self.set_state(server, STOPPED)
+        await self.set_state(server, STOPPED, Cause.FAILED)
         server.progress.emit(100, f"Spawn failed: {reason}", failed=True)
 
     # -- stop --------------------------------------------------------------------------------
 
-    async def stop(self, user: str, name: str = "", reason: str = "") -> Server:
+    async def stop(self, user: str, name: str = "", reason: str = "",
+                   cause: Cause = Cause.USER) -> Server:
         """Stop one of the user's servers and wait for it; Conflict if it is not running.
-        A reason is kept as the server's message (the home page shows it)."""
+        A reason is kept as the server's message (the home page shows it); the cause goes
+        to the listeners."""
         server = self.get(user, name)
         if server.state == STARTING and server.task is not None:
             server.task.cancel()
@@ -257,7 +265,7 @@ class Spawner:
         server.progress.close()
         await self._teardown_logged(server)
         server.message = reason
-        await self.set_state(server, STOPPED)
+        await self.set_state(server, STOPPED, cause)
         log.info("user=%r server stopped%s", server.label, f": {reason}" if reason else "")
         return server
 
@@ -284,7 +292,9 @@ class Spawner:
                           "journalctl -u %s)", server.label, server.unit, server.unit)
 
     async def _teardown(self, server: Server) -> None:
-        """StopUnit, close the relay, remove the private directory, free its memory."""
+        """Last readings, StopUnit, close the relay, remove the private directory, free its
+        memory."""
+        await self._last_reading(server)
         try:
             await self.systemd.stop(server.unit)
             await self.systemd.reset_failed(server.unit)
@@ -295,6 +305,14 @@ class Spawner:
                 await server.upstream.close()
                 server.upstream = None
             await self._in_thread(rundir.remove_directory, server.paths)
+
+    async def _last_reading(self, server: Server) -> None:
+        """The cgroup's counters just before the unit goes away (usage history keeps them);
+        the sampler's latest when the unit is already gone."""
+        reading = await self._in_thread(cgroups.read, server.cgroup) if server.cgroup else None
+        if reading is None or reading.cpu_usec is None:
+            reading = self.sampler.latest.get(server.unit)
+        server.last_reading = reading
 
     # -- exits noticed from systemd's signals -------------------------------------------------
 
@@ -316,7 +334,8 @@ class Spawner:
         state = await self.systemd.state(server.unit)
         if state.running:
             return  # the 'inactive' of a unit just being created, before it activates
-        final = await self._in_thread(oomwatch.oom_kills, server.cgroup) if server.cgroup else None
+        final = (await self._in_thread(cgroups.read, server.cgroup)).oom_kills \
+            if server.cgroup else None
         if server.started != started or server.state not in (STARTING, RUNNING):
             return  # stopped and started again meanwhile: this exit was the old one's
         oom = server.oom_kills > 0 or bool(final)
@@ -327,7 +346,7 @@ class Spawner:
         server.message = reason
         if server.state == RUNNING:
             await self._teardown_logged(server)
-            await self.set_state(server, STOPPED)
+            await self.set_state(server, STOPPED, Cause.OOM if oom else Cause.CRASH)
         else:
             server.exited = True  # _wait_answering gives up with server.message
 
@@ -369,7 +388,7 @@ class Spawner:
                  state.active_state)
         await self._teardown_logged(server)
         server.message = "Your server stopped while the hub was restarting."
-        await self.set_state(server, STOPPED)
+        await self.set_state(server, STOPPED, Cause.HUB)
 
     async def resync(self) -> None:
         """After a D-Bus reconnection: a server whose unit ended unheard is marked stopped
@@ -401,10 +420,15 @@ class Spawner:
         """The server's token (rundir.server_token: a restarted hub derives it again)."""
         return rundir.server_token(self._secret, server.unit, server.started)
 
-    async def set_state(self, server: Server, state: ServerState) -> None:
-        """The one place a server's state changes: set it and persist it."""
+    async def set_state(self, server: Server, state: ServerState,
+                        cause: Cause | None = None) -> None:
+        """The one place a server's state changes: set it, persist it, tell the listeners
+        (started, ready, or stopped with its cause and the reason its user reads)."""
         server.state = state
         await self.store.save_server(server.record())
+        kind = {STARTING: Kind.STARTED, RUNNING: Kind.READY, STOPPED: Kind.STOPPED}.get(state)
+        if kind is not None:
+            self.events.emit(Event(kind, server, cause, server.message))
 
     @staticmethod
     async def _in_thread(fn, *args):

@@ -75,6 +75,8 @@ class Server:
     oom_kills: int = 0
     #: Something the user should know about a running server (a kernel killed for memory).
     notice: str = ""
+    #: The cgroup's counters when it last stopped (cgroups.Reading), for usage history.
+    last_reading: object = None
 
     @property
     def ready(self) -> bool:

@@ -24,7 +24,8 @@ HUB = textwrap.dedent("""
 
     async def main(fd):
         sock = socket.socket(fileno=fd)
-        drain = Drain([sock])
+        drain = Drain()
+        drain.listeners = [sock]
         app = web.Application(middlewares=[drain.middleware])
         app.router.add_get("/", lambda request: web.json_response({"pid": os.getpid()}))
         runner = drain.runner = web.AppRunner(app, access_log=None, handle_signals=False)
