@@ -14,7 +14,17 @@ from pathlib import Path
 
 from aiohttp import web
 
-from appliance import accountwatch, api, cgroups, origins, pages, profiles, serverpages, userproxy
+from appliance import (
+    accountwatch,
+    api,
+    cgroups,
+    culler,
+    origins,
+    pages,
+    profiles,
+    serverpages,
+    userproxy,
+)
 from appliance.auth import Authenticator
 from appliance.config import Config
 from appliance.errors import ApplianceError, Forbidden, NotFound
@@ -42,6 +52,7 @@ def build_app(cfg: Config, middlewares: Sequence = ()) -> web.Application:
     app.cleanup_ctx.append(_spawner_ctx)
     app.cleanup_ctx.append(accountwatch.watch_ctx)
     app.cleanup_ctx.append(_sampler_ctx)
+    app.cleanup_ctx.append(culler.culler_ctx)
     pages.setup(app)
     serverpages.setup(app)
     api.setup(app)

@@ -262,8 +262,30 @@ class LimitsConfig:
         "TasksMax= per server: processes and threads.")
 
 
+def _duration_or_off(value: object) -> float:
+    """A duration, or "" / 0 for off (0.0)."""
+    return 0.0 if value in ("", 0) else parse_duration(value)
+
+
+@dataclass(frozen=True)
+class CullerConfig:
+    """Stopping servers nobody uses (files kept): no request, websocket message or busy kernel."""
+
+    enabled: bool = _opt(True, _bool,
+        "Stop servers that have been idle for idle_timeout.")
+    idle_timeout: float = _opt("1h", parse_duration,
+        "How long a server may sit idle before it is stopped.")
+    max_age: float = _opt("", _duration_or_off,
+        'Stop a server this long after it started, busy or not ("" = never).')
+    every: float = _opt("5m", parse_duration,
+        "How often servers are checked.")
+    users_exempt: tuple[str, ...] = _opt([], _users,
+        "Users whose servers are never stopped by the culler (e.g. the teacher).")
+
+
 SECTIONS: dict[str, type] = {
-    "hub": HubConfig, "auth": AuthConfig, "spawner": SpawnerConfig, "limits": LimitsConfig}
+    "hub": HubConfig, "auth": AuthConfig, "spawner": SpawnerConfig, "limits": LimitsConfig,
+    "culler": CullerConfig}
 
 
 def _or_inherit(parse: Callable[[object], Any]) -> Callable[[object], Any]:
@@ -301,6 +323,7 @@ class Config:
     auth: AuthConfig
     spawner: SpawnerConfig
     limits: LimitsConfig
+    culler: CullerConfig
     #: [profiles.<name>] tables as (name, profile), in file order; () = [limits] is the one.
     profiles: tuple[tuple[str, ProfileConfig], ...] = ()
     source: str = ""

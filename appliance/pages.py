@@ -5,13 +5,14 @@ The only module that imports jinja2. Forms carry the CSRF token; state changes a
 """
 
 import logging
+import time
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import jinja2
 from aiohttp import web
 
-from appliance import profiles
+from appliance import culler, profiles
 from appliance.config import format_size
 from appliance.errors import AuthError
 from appliance.identity import (
@@ -172,9 +173,21 @@ async def home(request: web.Request) -> web.Response:
     account = await request.app["auth"].account(identity.name)
     options = profiles.open_to(request.app["profiles"], account.groups)
     default = profiles.choose(request.app["profiles"], account.groups, None) if options else None
+    cfg = request.app["config"]
     return render(request, "home.html", server=server, profile=server.profile or default,
                   profiles=options, named=spawner.named(identity.name),
-                  named_limit=request.app["config"].spawner.named_servers_limit)
+                  named_limit=cfg.spawner.named_servers_limit,
+                  idle_stop=in_words(culler.stops_at(cfg.culler, server)))
+
+
+def in_words(when: float | None) -> str:
+    """ "in about 52 minutes" for a moment ahead; "" for none."""
+    if when is None:
+        return ""
+    minutes = max(1, round((when - time.time()) / 60))
+    if minutes < 90:
+        return f"in about {minutes} minute" + ("" if minutes == 1 else "s")
+    return f"in about {round(minutes / 60)} hours"
 
 
 async def checked_form(request: web.Request):

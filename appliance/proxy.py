@@ -98,11 +98,12 @@ def _decode_segment(segment: str) -> str:
 
 async def relay(request: web.Request, upstream: Upstream, path: str, *,
                 hub_cookies: frozenset[str], websockets: set | None = None,
-                prefix: str = "/") -> web.StreamResponse:
+                prefix: str = "/", touch=None) -> web.StreamResponse:
     """Relay one request (plain HTTP or websocket upgrade) to upstream at path (+ query).
 
     prefix is the server's own URL space (/user/<name>/): cookies it sets must stay inside.
     Open browser websockets are kept in `websockets` while they last, for close_all().
+    touch() is called for every websocket message either way (activity, for the culler).
     """
     query = request.raw_path.partition("?")[2]
     url = URL.build(scheme="http", host="notebook", path=path, query_string=query,
@@ -110,7 +111,7 @@ async def relay(request: web.Request, upstream: Upstream, path: str, *,
     headers = _request_headers(request, upstream.token, hub_cookies)
     if _is_websocket(request):
         return await _relay_websocket(request, upstream, url, headers,
-                                      set() if websockets is None else websockets)
+                                      set() if websockets is None else websockets, touch)
     scope = ResponseScope(hub_cookies, prefix, f"{request.scheme}://{request.host}")
     return await _relay_http(request, upstream, url, headers, scope)
 
@@ -296,7 +297,8 @@ def _upstream_error(upstream: Upstream, err: Exception) -> errors.UpstreamError:
 
 
 async def _relay_websocket(request: web.Request, upstream: Upstream, url: URL,
-                           headers: CIMultiDict, websockets: set) -> web.StreamResponse:
+                           headers: CIMultiDict, websockets: set,
+                           touch=None) -> web.StreamResponse:
     """Open the upstream websocket first, then accept the browser's and relay both ways."""
     protocols = [p.strip() for value in request.headers.getall(hdrs.SEC_WEBSOCKET_PROTOCOL, ())
                  for p in value.split(",") if p.strip()]
@@ -317,7 +319,7 @@ async def _relay_websocket(request: web.Request, upstream: Upstream, url: URL,
             autoping=True, max_msg_size=0, compress=False)
         await ws_down.prepare(request)
         websockets.add(ws_down)
-        await _pump_both_ways(ws_down, ws_up)
+        await _pump_both_ways(ws_down, ws_up, touch or _nothing)
     finally:
         websockets.discard(ws_down)
         await ws_up.close()
@@ -334,11 +336,15 @@ async def close_all(websockets: set) -> None:
                            for ws in list(websockets)), return_exceptions=True)
 
 
+def _nothing() -> None:
+    """No activity to record."""
+
+
 async def _pump_both_ways(ws_down: web.WebSocketResponse,
-                          ws_up: aiohttp.ClientWebSocketResponse) -> None:
+                          ws_up: aiohttp.ClientWebSocketResponse, touch) -> None:
     """Run one task per direction until either side closes; leave no task behind."""
-    tasks = [asyncio.create_task(_pump(ws_down, ws_up)),
-             asyncio.create_task(_pump(ws_up, ws_down))]
+    tasks = [asyncio.create_task(_pump(ws_down, ws_up, touch)),
+             asyncio.create_task(_pump(ws_up, ws_down, touch))]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -351,11 +357,13 @@ async def _pump_both_ways(ws_down: web.WebSocketResponse,
             raise failure
 
 
-async def _pump(src, dst) -> None:
-    """Copy data frames src→dst; when src closes, close dst with the same code."""
+async def _pump(src, dst, touch) -> None:
+    """Copy data frames src→dst (each one touch()es); when src closes, close dst with the
+    same code."""
     # Pings are answered on each hop (autoping) and do not surface here.
     try:
         async for msg in src:
+            touch()
             if msg.type is WSMsgType.TEXT:
                 await dst.send_str(msg.data)
             elif msg.type is WSMsgType.BINARY:

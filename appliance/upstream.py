@@ -39,6 +39,14 @@ class Upstream:
             )
         return self._session
 
+    async def get_json(self, path: str, timeout: float = 10.0) -> object:
+        """GET a path of the server's own API with its token; the decoded JSON body."""
+        async with self.session.get(f"http://notebook{path}",
+                                    headers={"Authorization": f"token {self.token}"},
+                                    timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+            r.raise_for_status()
+            return await r.json(content_type=None)
+
     async def close(self) -> None:
         """Close the pooled connections."""
         if self._session is not None:

@@ -63,7 +63,8 @@ async def handle_user_request(request: web.Request) -> web.StreamResponse:
         return not_running(request, server, path, user)
     server.last_activity = time.time()
     return await relay(request, server.upstream, path, hub_cookies=HUB_COOKIES,
-                       websockets=request.app["websockets"], prefix=server.url)
+                       websockets=request.app["websockets"], prefix=server.url,
+                       touch=lambda: setattr(server, "last_activity", time.time()))
 
 
 def to_user_host(request: web.Request, user_domain: str, identity: str, user: str,
