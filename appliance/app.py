@@ -23,6 +23,7 @@ from appliance import (
     pages,
     profiles,
     serverpages,
+    usage,
     userproxy,
 )
 from appliance.auth import Authenticator
@@ -53,6 +54,8 @@ def build_app(cfg: Config, middlewares: Sequence = ()) -> web.Application:
     app.cleanup_ctx.append(accountwatch.watch_ctx)
     app.cleanup_ctx.append(_sampler_ctx)
     app.cleanup_ctx.append(culler.culler_ctx)
+    app.cleanup_ctx.append(usage.usage_ctx)
+    app.cleanup_ctx.append(_reconcile_ctx)
     pages.setup(app)
     serverpages.setup(app)
     api.setup(app)
@@ -87,11 +90,17 @@ async def _spawner_ctx(app: web.Application):
     app["profiles"] = await loop.run_in_executor(None, profiles.load, cfg)
     app["spawner"] = spawner = Spawner(cfg, systemd, app["store"], app["secret"],
                                        app["profiles"])
-    await spawner.reconcile()
-    spawner.start_watching()
     yield
     await spawner.close()
     await systemd.close()
+
+
+async def _reconcile_ctx(app: web.Application):
+    """Adopt the servers still running (after the listeners have subscribed, so a server
+    that ended while the hub was down is recorded too), then watch them."""
+    await app["spawner"].reconcile()
+    app["spawner"].start_watching()
+    yield
 
 
 async def _sampler_ctx(app: web.Application):

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -69,6 +69,21 @@ _MIGRATIONS = (
     """,
     # 4: sessions on a user's own host (per-user origins) say which host; '' is the hub's.
     "ALTER TABLE sessions ADD COLUMN host TEXT NOT NULL DEFAULT ''",
+    # 5: usage history: one row per server session, written when it ends.
+    """
+    CREATE TABLE usage (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        user TEXT NOT NULL,
+        server TEXT NOT NULL DEFAULT '',
+        profile TEXT NOT NULL DEFAULT '',
+        started REAL NOT NULL,
+        stopped REAL NOT NULL,
+        cause TEXT NOT NULL,
+        cpu_seconds REAL,
+        peak_memory INTEGER
+    );
+    CREATE INDEX usage_stopped ON usage(stopped);
+    """,
 )
 #: A token's last_used is written at most this often (seconds): a busy tool is not a write
 #: per request.
@@ -95,6 +110,20 @@ class TokenRecord:
     created: float
     last_used: float | None
     expires: float | None
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    """One server session, from start to stop (kept after the user is gone from the hub)."""
+
+    user: str
+    server: str
+    profile: str
+    started: float
+    stopped: float
+    cause: str
+    cpu_seconds: float | None
+    peak_memory: int | None
 
 
 @dataclass(frozen=True)
@@ -298,11 +327,29 @@ class Store:
         """Forget a (named) server."""
         await self._run(self._q, "DELETE FROM servers WHERE user=? AND name=?", user, name)
 
+    async def record_usage(self, rec: UsageRecord) -> None:
+        """Keep one ended server session."""
+        await self._run(self._q, "INSERT INTO usage(user, server, profile, started, stopped, "
+                        "cause, cpu_seconds, peak_memory) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        rec.user, rec.server, rec.profile, rec.started, rec.stopped, rec.cause,
+                        rec.cpu_seconds, rec.peak_memory)
+
+    async def usage(self, since: float, until: float = float("inf")) -> list[UsageRecord]:
+        """Server sessions that overlap [since, until), oldest stop first."""
+        return await self._run(_usage_rows, self, since, until)
+
     async def servers(self) -> list[ServerRecord]:
         """Every recorded server."""
         rows = await self._run(self._q, "SELECT user, name, unit, socket, state, started,"
                                " last_activity, message, profile FROM servers")
         return [ServerRecord(*r) for r in rows]
+
+
+def _usage_rows(store: "Store", since: float, until: float) -> list[UsageRecord]:
+    rows = store._q("SELECT user, server, profile, started, stopped, cause, cpu_seconds, "
+                    "peak_memory FROM usage WHERE stopped>=? AND started<? ORDER BY stopped",
+                    since, until)
+    return [UsageRecord(*r) for r in rows]
 
 
 def _migrate(db: sqlite3.Connection) -> None:

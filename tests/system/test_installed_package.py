@@ -213,6 +213,32 @@ def test_other_user_is_forbidden(vm, people, state):
     state["bob_logged_in"] = True
 
 
+#: About a second of CPU and 200 MiB held at once.
+WORK = ("import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass\n"
+        "block = bytearray(200 << 20)\nfor i in range(0, len(block), 4096): block[i] = 1\n"
+        "len(block)")
+USAGE_ROWS = ("python3 -c \"import sqlite3; print(sqlite3.connect("
+              "'/var/lib/notebook-appliance/appliance.sqlite').execute("
+              "'SELECT user, cause, cpu_seconds, peak_memory FROM usage').fetchall())\"")
+
+
+def test_usage_is_kept_with_cgroup_figures(vm, people, state):
+    """5b. A session's usage row: CPU seconds and peak memory from its cgroup v2, and why it
+    stopped (the container tier has no per-unit controllers to read)."""
+    need(state, "bob_logged_in")
+    bob = people[USER2]
+    assert bob.start_server()[-1].get("ready") is True
+    assert bob.execute(WORK) == {"result": str(200 << 20)}
+    status, _ = bob.request("DELETE", f"/hub/api/users/{USER2}/server")
+    assert status in (202, 204)
+    rows = wait_for("bob's usage row", lambda: ast.literal_eval(
+        vm.ssh(USAGE_ROWS).stdout.strip() or "[]"), 60)
+    print(rows)
+    [(user, cause, cpu, peak)] = rows
+    assert (user, cause) == (USER2, "user")
+    assert cpu >= 1.0 and peak >= 200 << 20
+
+
 def test_oom_kills_kernel_only(vm, people, state):
     """6. A kernel past the memory limit is killed; hub and the other server stay up; told why."""
     need(state, "alice_ready", "bob_logged_in")
