@@ -19,6 +19,7 @@ from appliance import (
     api,
     cgroups,
     culler,
+    metrics,
     origins,
     pages,
     profiles,
@@ -43,7 +44,8 @@ def build_app(cfg: Config, middlewares: Sequence = ()) -> web.Application:
     middlewares run outermost, before the hub's own (serve() passes its shutdown drain).
     """
     app = web.Application(
-        middlewares=[*middlewares, forwarded_proto_middleware, error_middleware,
+        middlewares=[*middlewares, metrics.timing_middleware, forwarded_proto_middleware,
+                     error_middleware,
                      user_host_middleware, same_origin_middleware],
         client_max_size=1024**2)
     app["config"] = cfg
@@ -55,7 +57,9 @@ def build_app(cfg: Config, middlewares: Sequence = ()) -> web.Application:
     app.cleanup_ctx.append(_sampler_ctx)
     app.cleanup_ctx.append(culler.culler_ctx)
     app.cleanup_ctx.append(usage.usage_ctx)
+    app.cleanup_ctx.append(metrics.metrics_ctx)
     app.cleanup_ctx.append(_reconcile_ctx)
+    metrics.setup(app)
     pages.setup(app)
     serverpages.setup(app)
     api.setup(app)

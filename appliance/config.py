@@ -283,9 +283,18 @@ class CullerConfig:
         "Users whose servers are never stopped by the culler (e.g. the teacher).")
 
 
+@dataclass(frozen=True)
+class MetricsConfig:
+    """/hub/metrics in Prometheus' format (JupyterHub's metric names)."""
+
+    allow_loopback: bool = _opt(False, _bool,
+        "Let anyone on this machine read /hub/metrics without a token (a local Prometheus); "
+        "otherwise an administrator's token is needed.")
+
+
 SECTIONS: dict[str, type] = {
     "hub": HubConfig, "auth": AuthConfig, "spawner": SpawnerConfig, "limits": LimitsConfig,
-    "culler": CullerConfig}
+    "culler": CullerConfig, "metrics": MetricsConfig}
 
 
 def _or_inherit(parse: Callable[[object], Any]) -> Callable[[object], Any]:
@@ -324,6 +333,7 @@ class Config:
     spawner: SpawnerConfig
     limits: LimitsConfig
     culler: CullerConfig
+    metrics: MetricsConfig
     #: [profiles.<name>] tables as (name, profile), in file order; () = [limits] is the one.
     profiles: tuple[tuple[str, ProfileConfig], ...] = ()
     source: str = ""

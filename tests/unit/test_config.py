@@ -150,7 +150,8 @@ BAD = [
     ("[spawner]\nnamed_servers_limit = -1",
      "spawner.named_servers_limit: expected an integer from 0 to 100, got -1"),
     ("[hubb]\nport = 8000",
-     "hubb: unknown section, expected one of: hub, auth, spawner, limits, culler, profiles"),
+     "hubb: unknown section, expected one of: hub, auth, spawner, limits, culler, metrics, "
+     "profiles"),
     ("hub = 3", "hub: expected a table [hub], got 3"),
     ("[auth]\nallowed_groups = 'staff'",
      'auth.allowed_groups: expected a list of group names, got "staff"'),
