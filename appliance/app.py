@@ -150,7 +150,9 @@ async def error_middleware(request: web.Request, handler):
     except ApplianceError as e:
         if e.status >= 500:
             log.warning("%s %s: %s", request.method, request.path, e)
-        return error_response(request, e.status, e.user_message)
+        response = error_response(request, e.status, e.user_message)
+        pages.set_retry_after(response, e)
+        return response
     except (web.HTTPException, asyncio.CancelledError):
         raise
     except Exception:
