@@ -78,18 +78,19 @@ class Authenticator:
         self._check_throttle(client, username)
         self.throttle.begin(client, username)
         try:
-            account = await self._verify(username, password, client)
-        except TooManyAttempts:
+            account, refusal = await self._verify(username, password, client)
+        except BaseException:  # throttled while in line, PAM line full, request cancelled
             self.throttle.abandoned(client, username)
             raise
-        except AuthError:
-            self.throttle.failed(client, username)
-            raise
-        except BaseException:
-            self.throttle.abandoned(client, username)
-            raise
-        self.throttle.succeeded(client, username)
-        return account
+        if account is not None:
+            self.throttle.succeeded(client, username)
+            return account
+        self.throttle.failed(client, username)
+        if isinstance(refusal, NotFound):
+            # Answered as late as a wrong password would be, so the timing never tells
+            # whether the password of root (or of anyone refused) was right.
+            await asyncio.sleep(self.failure_delay())
+        raise AuthError(str(refusal), user_message=REFUSED) from refusal
 
     def _check_throttle(self, client: str, username: str) -> None:
         """Raise TooManyAttempts while this client may not try this name."""
@@ -98,28 +99,26 @@ class Authenticator:
             log.info("login throttled: client=%s user=%r for %.0f s", client, username, wait)
             raise too_many(wait)
 
-    async def _verify(self, username: str, password: str, client: str) -> Account:
-        """Policy then PAM on a PAM thread; a policy refusal waits as long as a wrong password."""
+    async def _verify(self, username: str, password: str, client: str
+                      ) -> tuple[Account | None, Exception | None]:
+        """Policy then PAM on a PAM thread: (account, None), or (None, why it was refused)."""
         try:
             ok, reason, took, account = await self._on_pam_thread(
-                client, self._policy_then_pam, username, password, client)
+                client, username, self._policy_then_pam, username, password, client)
         except NotFound as e:
-            # Answered as late as a wrong password would be, so the timing never tells
-            # whether the password of root (or of anyone refused) was right.
-            await asyncio.sleep(self.failure_delay())
             log.info("login refused: client=%s user=%r by policy: %s", client, username, e)
-            raise AuthError(str(e), user_message=REFUSED) from e
+            return None, e
         if not ok:
             self._failure_times.append(took)
             log.info("login refused: client=%s user=%r by PAM: %s", client, username, reason)
-            raise AuthError(f"PAM refused {username!r}: {reason}", user_message=REFUSED)
-        return account
+            return None, AuthError(f"PAM refused {username!r}: {reason}")
+        return account, None
 
     def failure_delay(self) -> float:
         """How long a refusal by policy waits: one of the recent wrong passwords' times."""
         return _random.choice(self._failure_times)
 
-    async def _on_pam_thread(self, client: str, fn, *args):
+    async def _on_pam_thread(self, client: str, username: str, fn, *args):
         """fn(*args) on a PAM thread once one is free, waiting in a bounded line; a client
         whose address got locked out while it waited never reaches PAM."""
         if self._turns.locked() and self._waiting >= self.cfg.pam_queue:
@@ -136,6 +135,7 @@ class Authenticator:
         wait = self.throttle.addresses.retry_after(client)
         if wait:
             self._turns.release()
+            log.info("login throttled: client=%s user=%r for %.0f s", client, username, wait)
             raise too_many(wait)
         future = asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
         # The turn ends when the thread does, even if the request is cancelled meanwhile:
