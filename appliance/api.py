@@ -12,7 +12,7 @@ from aiohttp import web
 
 from appliance import __version__, access, profiles
 from appliance.errors import BadRequest, Forbidden, NotAuthenticated, NotFound
-from appliance.identity import Identity, check_xsrf
+from appliance.identity import Identity
 from appliance.units import Owner
 from appliance.userserver import Server, ServerState, check_server_name
 
@@ -100,7 +100,7 @@ async def require_identity(request: web.Request) -> Identity:
         raise NotAuthenticated("no valid token or session", user_message="Authentication "
                                "required: send 'Authorization: token <your API token>'.")
     if identity.via == "cookie" and request.method not in ("GET", "HEAD"):
-        check_xsrf(request, request.headers.get("X-XSRFToken"))
+        request.app["identities"].check_xsrf(request, request.headers.get("X-XSRFToken"))
     return identity
 
 

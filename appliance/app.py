@@ -14,10 +14,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from appliance import api, pages, profiles, serverpages, userproxy
+from appliance import accountwatch, api, origins, pages, profiles, serverpages, userproxy
 from appliance.auth import Authenticator
 from appliance.config import Config
-from appliance.errors import ApplianceError, Forbidden
+from appliance.errors import ApplianceError, Forbidden, NotFound
 from appliance.identity import Identities, same_origin
 from appliance.spawner import Spawner
 from appliance.store import Store
@@ -33,12 +33,14 @@ def build_app(cfg: Config, middlewares: Sequence = ()) -> web.Application:
     """
     app = web.Application(
         middlewares=[*middlewares, forwarded_proto_middleware, error_middleware,
-                     same_origin_middleware],
+                     user_host_middleware, same_origin_middleware],
         client_max_size=1024**2)
     app["config"] = cfg
+    app["handoffs"] = origins.Handoffs()
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_auth_ctx)
     app.cleanup_ctx.append(_spawner_ctx)
+    app.cleanup_ctx.append(accountwatch.watch_ctx)
     pages.setup(app)
     serverpages.setup(app)
     api.setup(app)
@@ -57,8 +59,10 @@ async def _store_ctx(app: web.Application):
 
 async def _auth_ctx(app: web.Application):
     cfg = app["config"]
+    loop = asyncio.get_running_loop()
+    app["secret"] = await loop.run_in_executor(None, load_secret, cfg.hub.state_dir / "hub-secret")
     app["auth"] = auth = Authenticator(cfg.auth)
-    app["identities"] = Identities(app["store"], auth, cfg.hub.session_max_age)
+    app["identities"] = Identities(app["store"], auth, cfg.hub.session_max_age, app["secret"])
     yield
     auth.close()
 
@@ -68,9 +72,9 @@ async def _spawner_ctx(app: web.Application):
     systemd = Systemd()
     await systemd.connect()
     loop = asyncio.get_running_loop()
-    secret = await loop.run_in_executor(None, load_secret, cfg.hub.state_dir / "hub-secret")
     app["profiles"] = await loop.run_in_executor(None, profiles.load, cfg)
-    app["spawner"] = spawner = Spawner(cfg, systemd, app["store"], secret, app["profiles"])
+    app["spawner"] = spawner = Spawner(cfg, systemd, app["store"], app["secret"],
+                                       app["profiles"])
     await spawner.reconcile()
     spawner.start_watching()
     yield
@@ -79,7 +83,7 @@ async def _spawner_ctx(app: web.Application):
 
 
 def load_secret(path: Path) -> bytes:
-    """The hub's own secret (server tokens derive from it), created 0600 on first start."""
+    """The hub's own secret (server and CSRF tokens derive from it), 0600, made on first start."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -122,6 +126,21 @@ def is_loopback(address: str | None) -> bool:
     return (mapped or ip).is_loopback
 
 
+@web.middleware
+async def user_host_middleware(request: web.Request, handler):
+    """With per-user origins, a request to a user's host may reach only /user/… (checked
+    further in userproxy) and the code exchange: nothing of the hub's own."""
+    label = origins.user_label(request, request.app["config"].hub.user_domain)
+    if label is None:
+        return await handler(request)
+    if request.path != origins.EXCHANGE_PATH and not request.path.startswith("/user/"):
+        raise NotFound(f"{request.path!r} on a user's host",
+                       user_message="There is no such page on this address.")
+    request["user_host"] = origins.hostname(request)
+    request["user_label"] = label
+    return await handler(request)
+
+
 #: Methods that change nothing; everything else must come from the hub's own pages.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -134,12 +153,16 @@ async def same_origin_middleware(request: web.Request, handler):
     upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
     if ((request.method not in SAFE_METHODS or upgrade)
             and not request.headers.get("Authorization") and not same_origin(request)):
-        log.warning("refused %s %s from origin %r (Sec-Fetch-Site %r), client %s",
+        log.warning("refused %s %r from origin %r (Sec-Fetch-Site %r), client %s",
                     request.method, request.path, request.headers.get("Origin"),
                     request.headers.get("Sec-Fetch-Site"), request.remote)
         raise Forbidden("cross-origin request refused",
                         user_message="This request came from another site and was refused.")
     return await handler(request)
+
+
+#: What a 5xx page says when the error carries no sentence written for people.
+HUB_FAULT = "Something went wrong in the hub."
 
 
 @web.middleware
@@ -148,22 +171,37 @@ async def error_middleware(request: web.Request, handler):
     try:
         return await handler(request)
     except ApplianceError as e:
-        if e.status >= 500:
-            log.warning("%s %s: %s", request.method, request.path, e)
-        response = error_response(request, e.status, e.user_message)
+        if e.status < 500:
+            response = error_response(request, e.status, e.user_message)
+        else:
+            response = incident(request, e.status, e, e.user_message if e.written_for_people
+                                else HUB_FAULT)
         pages.set_retry_after(response, e)
         return response
     except (web.HTTPException, asyncio.CancelledError):
         raise
-    except Exception:
-        log.exception("unexpected error in %s %s", request.method, request.path)
-        return error_response(request, 500, "Something went wrong in the hub. The "
-                              "administrator can find details in journalctl -u "
-                              "notebook-appliance.")
+    except Exception as e:
+        return incident(request, 500, e, HUB_FAULT)
 
 
-def error_response(request: web.Request, status: int, message: str) -> web.Response:
-    """A JupyterHub-shaped JSON error, or the HTML error page."""
+def incident(request: web.Request, status: int, error: Exception,
+             message: str) -> web.Response:
+    """A 5xx: the error in the journal under a new incident id; the page shows a fixed
+    message and that id, never the error's own text."""
+    incident_id = secrets.token_hex(4)
+    log.error("incident %s: %s %r: %s", incident_id, request.method, request.path, error,
+              exc_info=not isinstance(error, ApplianceError))
+    return error_response(request, status, f"{message} If it goes on, tell the administrator "
+                          f"incident {incident_id} (journalctl -u notebook-appliance "
+                          f"--grep {incident_id}).", incident=incident_id)
+
+
+def error_response(request: web.Request, status: int, message: str,
+                   incident: str = "") -> web.Response:
+    """A JupyterHub-shaped JSON error (with the incident id of a 5xx), or the HTML page."""
     if wants_json(request):
-        return web.json_response({"status": status, "message": message}, status=status)
+        body = {"status": status, "message": message}
+        if incident:
+            body["incident"] = incident
+        return web.json_response(body, status=status)
     return pages.render(request, "error.html", status=status, code=status, message=message)

@@ -16,11 +16,13 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import pam
 
 from appliance.config import AuthConfig
 from appliance.errors import AuthError, Busy, NotFound, TooManyAttempts
+from appliance.systemd import escape_unit_part
 from appliance.throttle import LoginThrottle, in_words
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,11 @@ FAILURE_SAMPLES = 32
 #: Retry-After when the PAM line is full: a few PAM delays' worth.
 BUSY_RETRY = 10
 _random = random.SystemRandom()
+#: A unit name's longest (systemd.unit(5)); a name whose server unit would not fit is refused
+#: at login (a named server's longer name is checked when it is made).
+MAX_UNIT_NAME = 255
+#: Where locks and expiry dates are kept (shadow(5)); root-only, like the hub.
+SHADOW = Path("/etc/shadow")
 
 
 @dataclass(frozen=True)
@@ -174,7 +181,11 @@ class Authenticator:
         return ok, str(handle.reason)
 
     def account_sync(self, username: str) -> Account:
-        """The policy: a real account, uid above the floor, in allowed_groups if set."""
+        """The policy: a real account, uid above the floor, in allowed_groups if set, neither
+        locked nor expired."""
+        if not username.isprintable() or len(
+                f"notebook-{escape_unit_part(username)}.service") > MAX_UNIT_NAME:
+            raise NotFound(f"{username!r} cannot name a server's systemd unit")
         try:
             pw = pwd.getpwnam(username)
         except KeyError:
@@ -185,6 +196,9 @@ class Authenticator:
         allowed = self.cfg.allowed_groups
         if allowed and not groups & set(allowed):
             raise NotFound(f"{username!r} is in none of auth.allowed_groups {list(allowed)}")
+        why = shadow_refusal(username)
+        if why:
+            raise NotFound(f"{username!r} {why}")
         admin = username in self.cfg.admin_users or (
             bool(self.cfg.admin_group) and self.cfg.admin_group in groups)
         return Account(pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_dir, pw.pw_shell,
@@ -225,3 +239,27 @@ def _groups_of(pw: pwd.struct_passwd) -> set[str]:
             continue
     return names
 
+
+
+def shadow_refusal(username: str, path: Path = SHADOW) -> str:
+    """Why the shadow file bars the account now, as pam_unix's account stage judges it
+    (pam_unix(8), shadow(5)): locked (`usermod -L`: a "!" before the hash), expired
+    (`usermod -e`), or a password expired longer than its inactive period. '' if none."""
+    try:
+        with path.open() as f:
+            entry = next((line.rstrip("\n").split(":") for line in f
+                          if line.startswith(username + ":")), None)
+    except OSError:  # not root (a test run as a user): PAM will have its say at login
+        return ""
+    if entry is None or len(entry) < 8:
+        return ""
+    password, lastchg, maxdays, inactive, expire = (entry[i] for i in (1, 2, 4, 6, 7))
+    today = int(time.time() // 86400)
+    if password.startswith("!") and len(password) > 1 and password[1] not in "!*":
+        return "is locked"
+    if expire.isdigit() and today >= int(expire):
+        return "has expired"
+    if (lastchg.isdigit() and int(lastchg) > 0 and maxdays.isdigit() and inactive.isdigit()
+            and today > int(lastchg) + int(maxdays) + int(inactive)):
+        return "has a password that expired and went inactive"
+    return ""

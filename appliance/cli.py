@@ -4,10 +4,11 @@ import argparse
 import asyncio
 import logging
 import sys
+import time
 from pathlib import Path
 
 from appliance import __version__, config
-from appliance.errors import ApplianceError, ConfigError
+from appliance.errors import ApplianceError, ConfigError, NotFound
 
 DEFAULT_CONFIG = Path("/etc/notebook-appliance/appliance.toml")
 log = logging.getLogger("appliance")
@@ -22,13 +23,28 @@ def parser() -> argparse.ArgumentParser:
                    help=f"configuration file (default {DEFAULT_CONFIG})")
     sub = p.add_subparsers(dest="verb", required=True)
     sub.add_parser("serve", help="run the hub")
-    tok = sub.add_parser("token", help="print a new API token for USER")
-    tok.add_argument("user")
+    tok = sub.add_parser("token", help="print a new API token for USER; list or revoke tokens",
+                         usage="notebook-appliance token USER [--note TEXT] [--expires-in "
+                               "DURATION] | --list USER | --revoke ID")
+    tok.add_argument("user", nargs="?")
     tok.add_argument("--note", default="created by notebook-appliance token")
+    tok.add_argument("--expires-in", type=duration, metavar="DURATION",
+                     help='e.g. "30d" or "8h" (default: never)')
+    tok.add_argument("--list", metavar="USER", dest="list_user",
+                     help="list USER's tokens (id, note, created, last used, expires)")
+    tok.add_argument("--revoke", metavar="ID", type=int, help="delete the token with this id")
     sub.add_parser("generate-config", help="print every key with its default and help")
     check = sub.add_parser("check-config", help="validate a configuration file")
     check.add_argument("path", nargs="?", type=Path)
     return p
+
+
+def duration(value: str) -> float:
+    """argparse type: a duration as the config file writes it ("30d", "1h30m")."""
+    try:
+        return config.parse_duration(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def load_config(path: Path | None) -> config.Config:
@@ -66,22 +82,50 @@ def cmd_serve(args) -> int:
 
 
 def cmd_token(args) -> int:
-    """Print a new API token for a user allowed by the policy (like `jupyterhub token`)."""
-    from appliance.auth import Authenticator
+    """Print a new API token for a user allowed by the policy (like `jupyterhub token`), or
+    list a user's tokens, or revoke one by id."""
     from appliance.store import open_sync
 
     cfg = load_config(args.config)
-    auth = Authenticator(cfg.auth)
-    try:
-        account = auth.account_sync(args.user)
-    finally:
-        auth.close()
+    if sum(x is not None for x in (args.user, args.list_user, args.revoke)) != 1:
+        raise ConfigError("token: give USER, --list USER or --revoke ID (one of them)")
     store = open_sync(cfg.hub.state_dir / "appliance.sqlite")
     try:
-        print(store.create_token_sync(account.name, args.note))
+        if args.list_user is not None:
+            print_tokens(store.list_tokens_sync(args.list_user))
+        elif args.revoke is not None:
+            token = store.revoke_token_sync(args.revoke)
+            if token is None:
+                raise NotFound(f"no token with id {args.revoke}")
+            print(f"revoked token {token.id} of {token.user} ({token.note})")
+        else:
+            print(store.create_token_sync(allowed_account(cfg, args.user), args.note,
+                                          args.expires_in))
     finally:
         store._close_sync()
     return 0
+
+
+def allowed_account(cfg: config.Config, name: str) -> str:
+    """The account name if the login policy allows it; NotFound naming why otherwise."""
+    from appliance.auth import Authenticator
+
+    auth = Authenticator(cfg.auth)
+    try:
+        return auth.account_sync(name).name
+    finally:
+        auth.close()
+
+
+def print_tokens(tokens) -> None:
+    """A table of tokens, one per line, times in UTC."""
+    def when(t: float | None) -> str:
+        return time.strftime("%Y-%m-%d %H:%M", time.gmtime(t)) if t else "-"
+
+    print(f"{'ID':>5}  {'CREATED':16}  {'LAST USED':16}  {'EXPIRES':16}  NOTE")
+    for t in tokens:
+        print(f"{t.id:>5}  {when(t.created):16}  {when(t.last_used):16}  "
+              f"{when(t.expires):16}  {t.note}")
 
 
 def cmd_generate_config(args) -> int:

@@ -107,18 +107,18 @@ def _list(item: Callable[[object], str], expected: str, nonempty: bool = False
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def _network(value: object) -> IPNetwork:
-    """An address or network ("10.0.0.1", "10.0.0.0/8", "::1") as a network."""
+def _proxy(value: object) -> IPNetwork:
+    """A proxy's address or network ("10.0.0.1", "10.0.0.0/8", "::1") as a network."""
     try:
         return ipaddress.ip_network(value if isinstance(value, str) else None, strict=False)
     except ValueError:
         raise _Bad('expected an address or network like "127.0.0.1" or "10.0.0.0/8"') from None
 
 
-def _networks(value: object) -> tuple[IPNetwork, ...]:
-    """A list of addresses or networks."""
+def _proxies(value: object) -> tuple[IPNetwork, ...]:
+    """A list of proxies' addresses or networks."""
     _expect(isinstance(value, list), 'expected a list like ["127.0.0.1", "10.0.0.0/8"]')
-    return tuple(_network(v) for v in value)
+    return tuple(_proxy(v) for v in value)
 
 
 def _ip(value: object) -> str:
@@ -128,6 +128,15 @@ def _ip(value: object) -> str:
     except ValueError:
         raise _Bad('expected an IP address like "0.0.0.0" or "::"') from None
     return value
+
+
+def _network(value: object) -> str:
+    """An address range like "169.254.0.0/16" (or one address), normalised."""
+    try:
+        return str(ipaddress.ip_network(value if isinstance(value, str) else None,
+                                        strict=False))
+    except ValueError:
+        raise _Bad('expected an address range like "169.254.0.0/16"') from None
 
 
 _string = _check(lambda v: isinstance(v, str), "expected a string")
@@ -143,6 +152,10 @@ _groups = _list(_name("a group name"), "expected a list of group names")
 _users = _list(_name("a user name"), "expected a list of user names")
 _argv = _list(_string, "expected a non-empty list of strings", nonempty=True)
 _abs_paths = _list(_abs_path, "expected a list of absolute paths")
+_domain = _check(lambda v: isinstance(v, str) and (v == "" or re.fullmatch(
+    r"(?=.{1,200}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*", v)),
+    'expected a lower-case DNS name like "box.example" (or "" for off)')
+_networks = _list(_network, 'expected a list of address ranges like ["169.254.0.0/16"]')
 _admission = _check(lambda v: v in ("usage", "limits"), 'expected "usage" or "limits"')
 _url_path = _check(lambda v: isinstance(v, str) and re.fullmatch(r"/\S*", v),
                    'expected a URL path starting with "/"')
@@ -187,10 +200,14 @@ class HubConfig:
         "PEM private key for ssl_cert; set both or neither.")
     redirect_port: int = _opt(0, _int(0, 65535),
         "With TLS: a plain-HTTP port that redirects browsers to HTTPS (0 = none, e.g. 80).")
-    trusted_proxies: tuple[IPNetwork, ...] = _opt([], _networks,
+    trusted_proxies: tuple[IPNetwork, ...] = _opt([], _proxies,
         "Proxies (addresses or networks) whose X-Forwarded-For names the client, e.g. "
         '["127.0.0.1"] behind nginx on this box; [] trusts nobody (every local user is a '
         "loopback peer).")
+    user_domain: str = _opt("", _domain,
+        'Per-user origins: the hub answers at this name and each user\'s servers at '
+        '<user>.<this name> (DNS for both, and with TLS a certificate for both; "" = off: '
+        "every server on the hub's own origin).")
 
 
 @dataclass(frozen=True)
@@ -207,6 +224,12 @@ class AuthConfig:
         'Members of this Unix group are administrators; "" for none.')
     admin_users: tuple[str, ...] = _opt([], _users,
         "User names that are administrators too.")
+    admin_access: bool = _opt(False, _bool,
+        "Whether administrators may open (use) other users' servers; they may always start "
+        "and stop them.")
+    recheck_every: float = _opt("60s", parse_duration,
+        "How often everyone with a session, token or server is checked again: a locked, "
+        "expired, removed or no longer allowed account loses its sessions and its server.")
     pam_threads: int = _opt(4, _int(1, 64),
         "Threads checking passwords with PAM at once.")
     pam_queue: int = _opt(500, _int(0, 100_000),
@@ -249,6 +272,12 @@ class SpawnerConfig:
         "systemd slice that holds every user's server unit.")
     hardening: bool = _opt(True, _bool,
         "Sandbox each server unit (ProtectSystem=, PrivateTmp=, ...).")
+    ip_address_deny: tuple[str, ...] = _opt(["169.254.0.0/16", "fe80::/10"], _networks,
+        "Addresses servers may not reach (IPAddressDeny=): link-local by default, where a "
+        "cloud's metadata service (169.254.169.254) hands out the machine's credentials.")
+    tmp_size: int = _opt("1G", parse_size,
+        "Size of each server's own /tmp and /var/tmp (in memory, counted in its memory "
+        "limit): one student cannot fill the disk the hub's database is on.")
     default_url: str = _opt("/tree", _url_path,
         "Page inside the user's server the browser opens first.")
     shared_paths: tuple[Path, ...] = _opt(["/srv/data"], _abs_paths,

@@ -11,6 +11,9 @@ class ApplianceError(Exception):
         super().__init__(message)
         #: A short, kind sentence safe to show to any browser.
         self.user_message = user_message or message
+        #: Whether user_message was written for people (else it is the raw message, which a
+        #: 5xx page never shows: it may carry a D-Bus or Python error's own text).
+        self.written_for_people = user_message is not None
 
 
 class ConfigError(ApplianceError):

@@ -4,6 +4,8 @@ Lookups are cached briefly so relaying a request through the proxy costs no sqli
 round trip; a logout drops its cache entry at once, other changes apply within CACHE_SECONDS.
 """
 
+import base64
+import hashlib
 import hmac
 import logging
 import secrets
@@ -19,9 +21,19 @@ from appliance.store import Store, hash_secret
 log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "appliance-session"
+#: The CSRF token, for clients that read it from the jar (the pages carry it in their forms).
 XSRF_COOKIE = "appliance-xsrf"
+#: A browser that has not logged in yet: its CSRF token (the login form's) is bound to this.
+VISITOR_COOKIE = "appliance-visitor"
+#: The session on one user's own host (hub.user_domain): valid there only.
+SERVER_SESSION_COOKIE = "appliance-server-session"
+#: Under TLS every hub cookie has this prefix: the browser then takes it only Secure, for
+#: Path=/ and without Domain, so no other port or subdomain can set or shadow it (RFC 6265bis
+#: §4.1.3.2).
+HOST_PREFIX = "__Host-"
+_NAMES = (SESSION_COOKIE, XSRF_COOKIE, VISITOR_COOKIE, SERVER_SESSION_COOKIE)
 #: Cookies that belong to the hub and are never relayed to (or settable by) user servers.
-HUB_COOKIES = frozenset({SESSION_COOKIE, XSRF_COOKIE})
+HUB_COOKIES = frozenset(_NAMES) | frozenset(HOST_PREFIX + name for name in _NAMES)
 CACHE_SECONDS = 30.0
 
 
@@ -37,63 +49,97 @@ class Identity:
 class Identities:
     """Resolves requests to identities, with a short-lived cache."""
 
-    def __init__(self, store: Store, auth: Authenticator, session_max_age: float):
+    def __init__(self, store: Store, auth: Authenticator, session_max_age: float,
+                 secret: bytes):
         self.store = store
         self.auth = auth
         self.session_max_age = session_max_age
+        self._xsrf_key = hmac.new(secret, b"xsrf", hashlib.sha256).digest()
         self._cache: dict[str, tuple[float, Identity | None]] = {}
 
     async def of_request(self, request: web.Request) -> Identity | None:
-        """The identity behind a request's token or session cookie, or None (anonymous)."""
+        """The identity behind a request's token or session cookie, or None (anonymous). On a
+        user's own host (request["user_host"], set by the app) only that host's session
+        counts: the hub's cookie never comes there, and its session would not do."""
         token = bearer_token(request)
         if token:
             return await self._cached("token", token)
-        cookie = request.cookies.get(SESSION_COOKIE)
-        return await self._cached("cookie", cookie) if cookie else None
+        host = request.get("user_host", "")
+        cookie = get_cookie(request, SERVER_SESSION_COOKIE if host else SESSION_COOKIE)
+        return await self._cached("cookie", cookie, host) if cookie else None
 
-    async def _cached(self, via: str, secret: str) -> Identity | None:
-        key = hash_secret(secret)
+    async def _cached(self, via: str, secret: str, host: str = "") -> Identity | None:
+        key = hash_secret(f"{host}\0{secret}" if host else secret)
         hit = self._cache.get(key)
         if hit and hit[0] > time.monotonic():
             return hit[1]
-        identity = await self._lookup(via, secret)
+        identity = await self._lookup(via, secret, host)
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[key] = (time.monotonic() + CACHE_SECONDS, identity)
         return identity
 
-    async def _lookup(self, via: str, secret: str) -> Identity | None:
+    async def _lookup(self, via: str, secret: str, host: str = "") -> Identity | None:
         """Ask the store who owns the secret, then re-check the account policy."""
-        lookup = self.store.token_user if via == "token" else self.store.session_user
-        name = await lookup(secret)
+        if via == "token":
+            name = await self.store.token_user(secret)
+        else:
+            name = await self.store.session_user(secret, host)
         if name is None:
             return None
         try:
             account = await self.auth.account(name)
         except NotFound as e:
-            log.info("user=%s credentials refused: %s", name, e)
+            log.info("user=%r credentials refused: %s", name, e)
             return None
         return Identity(account.name, account.admin, via)
 
-    async def start_session(self, name: str) -> str:
-        """Create a session; returns the cookie value."""
-        return await self.store.create_session(name, self.session_max_age)
+    def forget_user(self, name: str) -> None:
+        """Drop a user's cached identities: their next request is looked up afresh."""
+        for key, (_, identity) in list(self._cache.items()):
+            if identity is not None and identity.name == name:
+                self._cache.pop(key, None)
 
-    async def end_session(self, secret: str) -> None:
-        """Logout: delete the session and forget it in the cache."""
+    async def start_session(self, name: str, host: str = "") -> str:
+        """Create a session (on the hub, or on a user's host); returns the cookie value."""
+        return await self.store.create_session(name, self.session_max_age, host)
+
+    async def end_session(self, secret: str, name: str | None = None) -> None:
+        """Logout: delete the session, and name's sessions on users' hosts, and forget them
+        in the cache."""
         self._cache.pop(hash_secret(secret), None)
         await self.store.delete_session(secret)
+        if name is not None:
+            await self.store.end_host_sessions_of(name)
+            self.forget_user(name)
+
+    def xsrf_token(self, request: web.Request, session: str | None = None) -> str:
+        """The CSRF token of this browser: bound to its session (or, before login, its
+        visitor id), as JupyterHub 4.1 binds it. A cookie planted from another port cannot
+        forge it, and it changes at login and logout. '' when the browser has neither."""
+        session = session or get_cookie(request, SESSION_COOKIE)
+        if session:
+            return self.bound_xsrf("session", session)
+        visitor = get_cookie(request, VISITOR_COOKIE)
+        return self.bound_xsrf("visitor", visitor) if visitor else ""
+
+    def bound_xsrf(self, kind: str, value: str) -> str:
+        """An HMAC of the hub secret and a session or visitor id."""
+        mac = hmac.new(self._xsrf_key, f"{kind}:{value}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac[:24]).decode()
+
+    def check_xsrf(self, request: web.Request, submitted: str | None) -> None:
+        """The form field or X-XSRFToken header must be this browser's CSRF token."""
+        expected = self.xsrf_token(request)
+        if not expected or not submitted or not hmac.compare_digest(expected, submitted):
+            raise BadRequest("CSRF check failed", user_message="This form has expired. "
+                             "Please go back and try again.")
 
 
 def bearer_token(request: web.Request) -> str:
     """The token of `Authorization: token X` or `bearer X`, or ''."""
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     return value.strip() if scheme.lower() in ("token", "bearer") else ""
-
-
-def xsrf_token(request: web.Request) -> str:
-    """The request's CSRF token (from its cookie), or a new one to set."""
-    return request.cookies.get(XSRF_COOKIE) or secrets.token_urlsafe(24)
 
 
 def same_origin(request: web.Request) -> bool:
@@ -117,16 +163,31 @@ def same_origin(request: web.Request) -> bool:
     return origin is None
 
 
-def check_xsrf(request: web.Request, submitted: str | None) -> None:
-    """Double-submit check: the form field or header must equal the CSRF cookie."""
-    cookie = request.cookies.get(XSRF_COOKIE, "")
-    if not cookie or not submitted or not hmac.compare_digest(cookie, submitted):
-        raise BadRequest("CSRF check failed",
-                         user_message="This form has expired. Please go back and try again.")
+def cookie_name(request: web.Request, name: str) -> str:
+    """A hub cookie's name on this request: __Host-prefixed under TLS."""
+    return HOST_PREFIX + name if request.secure else name
+
+
+def get_cookie(request: web.Request, name: str) -> str | None:
+    """A hub cookie's value, under its name for this request's scheme."""
+    return request.cookies.get(cookie_name(request, name))
 
 
 def set_cookie(response: web.StreamResponse, request: web.Request, name: str, value: str,
-               *, max_age: float | None = None, httponly: bool = True) -> None:
-    """Set a hub cookie: HttpOnly, SameSite=Lax, Secure under TLS."""
-    response.set_cookie(name, value, path="/", httponly=httponly, samesite="Lax",
-                        secure=request.secure, max_age=int(max_age) if max_age else None)
+               *, max_age: float | None = None) -> None:
+    """Set a hub cookie: HttpOnly, SameSite=Lax, Path=/, and Secure with __Host- under TLS."""
+    response.set_cookie(cookie_name(request, name), value, path="/", httponly=True,
+                        samesite="Lax", secure=request.secure,
+                        max_age=int(max_age) if max_age else None)
+
+
+def del_cookie(response: web.StreamResponse, request: web.Request, name: str) -> None:
+    """Remove a hub cookie (with the attributes a __Host- cookie must carry)."""
+    set_cookie(response, request, name, "", max_age=None)
+    response.cookies[cookie_name(request, name)]["max-age"] = "0"
+    response.cookies[cookie_name(request, name)]["expires"] = "Thu, 01 Jan 1970 00:00:00 GMT"
+
+
+def new_visitor_id() -> str:
+    """A random id for a browser that has not logged in."""
+    return secrets.token_urlsafe(24)

@@ -18,10 +18,12 @@ from appliance.config import format_size
 from appliance.errors import AuthError, Busy
 from appliance.identity import (
     SESSION_COOKIE,
+    VISITOR_COOKIE,
     XSRF_COOKIE,
-    check_xsrf,
+    del_cookie,
+    get_cookie,
+    new_visitor_id,
     set_cookie,
-    xsrf_token,
 )
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,8 @@ def setup(app: web.Application) -> None:
     r.add_get("/hub/", hub_root)
     r.add_get("/hub/login", login_form)
     r.add_post("/hub/login", login_submit)
-    r.add_get("/hub/logout", logout)
+    r.add_get("/hub/logout", logout_form)
+    r.add_post("/hub/logout", logout)
     r.add_get("/hub/home", home)
     r.add_get("/hub/spawn", spawn_self)
     r.add_static("/hub/static/", HERE / "static")
@@ -60,7 +63,11 @@ def redirect(location: str) -> web.Response:
 
 def render(request: web.Request, template: str, status: int = 200, **context) -> web.Response:
     """Render a template with the CSRF token and the current user in the context."""
-    xsrf = xsrf_token(request)
+    identities = request.app["identities"]
+    xsrf, visitor = identities.xsrf_token(request), None
+    if not xsrf:  # a first visit: the login form's token is bound to a new visitor id
+        visitor = new_visitor_id()
+        xsrf = identities.bound_xsrf("visitor", visitor)
     context.setdefault("user", request.get("identity"))
     html = request.app["jinja"].get_template(template).render(xsrf=xsrf, **context)
     response = web.Response(text=html, status=status, content_type="text/html")
@@ -70,7 +77,9 @@ def render(request: web.Request, template: str, status: int = 200, **context) ->
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["Cache-Control"] = "no-store"
-    if request.cookies.get(XSRF_COOKIE) != xsrf:
+    if visitor:
+        set_cookie(response, request, VISITOR_COOKIE, visitor)
+    if get_cookie(request, XSRF_COOKIE) != xsrf:
         set_cookie(response, request, XSRF_COOKIE, xsrf)
     return response
 
@@ -95,7 +104,8 @@ async def current(request: web.Request, *, required: bool = True):
     identity = await request.app["identities"].of_request(request)
     request["identity"] = identity
     if identity is None and required:
-        raise web.HTTPFound("/hub/login?next=" + quote(request.path_qs))
+        # raw_path: the URL as sent (percent-encoded), so a non-ASCII name comes back intact.
+        raise web.HTTPFound("/hub/login?next=" + quote(request.raw_path))
     return identity
 
 
@@ -118,9 +128,9 @@ async def login_form(request: web.Request) -> web.Response:
 
 
 async def login_submit(request: web.Request) -> web.Response:
-    """POST /hub/login: PAM, then a session cookie and a redirect to a local `next`."""
-    form = await request.post()
-    check_xsrf(request, form.get("_xsrf"))
+    """POST /hub/login: PAM, then a new session (and CSRF token) and a redirect to a local
+    `next`."""
+    form = await checked_form(request)
     username = str(form.get("username", "")).strip()
     target = safe_next(str(form.get("next", "")))
     client = client_address(request, request.app["config"].hub.trusted_proxies)
@@ -133,21 +143,36 @@ async def login_submit(request: web.Request) -> web.Response:
         set_retry_after(response, e)
         return response
     await request.app["store"].ensure_user(account.name, account.admin)
-    secret = await request.app["identities"].start_session(account.name)
+    identities = request.app["identities"]
+    secret = await identities.start_session(account.name)
     log.info("login: client=%s user=%r logged in", client, account.name)
     response = web.HTTPFound(target)
-    set_cookie(response, request, SESSION_COOKIE, secret,
-               max_age=request.app["config"].hub.session_max_age)
+    max_age = request.app["config"].hub.session_max_age
+    set_cookie(response, request, SESSION_COOKIE, secret, max_age=max_age)
+    set_cookie(response, request, XSRF_COOKIE, identities.xsrf_token(request, session=secret))
     raise response
 
 
+async def logout_form(request: web.Request) -> web.Response:
+    """GET /hub/logout: a page with the logout button (a link or image elsewhere cannot log
+    anyone out); without a session, the login form."""
+    if await current(request, required=False) is None:
+        redirect("/hub/login")
+    return render(request, "logout.html")
+
+
 async def logout(request: web.Request) -> web.Response:
-    """GET /hub/logout: end the session; the server keeps running."""
-    secret = request.cookies.get(SESSION_COOKIE)
+    """POST /hub/logout: end the session (its CSRF token with it); the server keeps running."""
+    await checked_form(request)
+    secret = get_cookie(request, SESSION_COOKIE)
     if secret:
-        await request.app["identities"].end_session(secret)
+        identity = await current(request, required=False)
+        await request.app["identities"].end_session(
+            secret, identity.name if identity else None)
     response = web.HTTPFound("/hub/login")
-    response.del_cookie(SESSION_COOKIE, path="/")
+    del_cookie(response, request, SESSION_COOKIE)
+    del_cookie(response, request, XSRF_COOKIE)
+    set_cookie(response, request, VISITOR_COOKIE, new_visitor_id())  # a new login-form token
     raise response
 
 
@@ -168,7 +193,7 @@ async def home(request: web.Request) -> web.Response:
 async def checked_form(request: web.Request):
     """The POSTed form, after the CSRF check."""
     form = await request.post()
-    check_xsrf(request, form.get("_xsrf"))
+    request.app["identities"].check_xsrf(request, form.get("_xsrf"))
     return form
 
 

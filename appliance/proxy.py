@@ -12,7 +12,7 @@ import asyncio
 import logging
 import re
 from dataclasses import dataclass
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 import aiohttp
 from aiohttp import WSMsgType, hdrs, web
@@ -20,6 +20,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from appliance import errors
+from appliance.units import quote_segment
 from appliance.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,6 @@ _REQUEST_DROP = HOP_BY_HOP | {
     "sec-websocket-extensions", "sec-websocket-protocol",
 }
 # Kept unencoded when re-quoting path segments: RFC 3986 sub-delims, ':' and '@' (pchar).
-_SAFE = ":@!$&'()*+,;=-._~"
 _PLAIN_PATH = re.compile(r"/user/[\w:@!$&'()*+,;=.~-]+(/[\w:@!$&'()*+,;=.~-]*)*", re.ASCII)
 _FORBIDDEN_IN_SEGMENT = ("/", "\\", "\x00")
 # Bodies up to this size are read whole and sent in one write: one syscall, lower latency.
@@ -79,7 +79,7 @@ def _normalise_general(raw_path: str) -> tuple[str, str]:
     name = stack[1] if len(stack) > 1 else ""
     # RFC 3986 §5.2.4: a final "." or ".." leaves a trailing slash behind.
     trailing = raw_path.endswith("/") or (bool(segments) and segments[-1] in (".", ".."))
-    path = "/".join(quote(seg, safe=_SAFE) for seg in stack)
+    path = "/".join(quote_segment(seg) for seg in stack)
     if len(stack) <= 2 or trailing:
         path += "/"
     return name, "/" + path
@@ -221,7 +221,7 @@ def _sets_hub_cookie(set_cookie: str, hub_cookies: frozenset[str]) -> bool:
         log.warning("dropped nameless Set-Cookie from a notebook server")
         return True
     if name in hub_cookies:
-        log.warning("dropped Set-Cookie for hub cookie %s from a notebook server", name)
+        log.warning("dropped Set-Cookie for hub cookie %r from a notebook server", name)
         return True
     return False
 
@@ -280,7 +280,7 @@ async def _stream_response(request: web.Request, result: aiohttp.ClientResponse,
     except aiohttp.ClientError as err:
         # Headers are gone already: no error page is possible. Cut the connection so the
         # browser sees a broken transfer instead of a complete-looking truncated file.
-        log.warning("notebook server broke off a response to %s: %s", request.path, err)
+        log.warning("notebook server broke off a response to %r: %s", request.path, err)
         if request.transport is not None:
             request.transport.close()
     return response

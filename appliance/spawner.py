@@ -13,6 +13,7 @@ import time
 from functools import partial
 
 from appliance import capacity, oomwatch, profiles, rundir, units
+from appliance.auth import MAX_UNIT_NAME
 from appliance.config import Config, format_size
 from appliance.errors import BadRequest, Conflict, SpawnError, SystemdError
 from appliance.profiles import Profile
@@ -70,7 +71,7 @@ class Spawner:
                              f"stopped because it used more than your "
                              f"{format_size(self._profile(server).memory)} memory limit. "
                              "Restart the kernel and work with less data at once.")
-            log.warning("user=%s OOM killer ended a process in %s (oom_kill=%d)",
+            log.warning("user=%r OOM killer ended a process in %s (oom_kill=%d)",
                         server.label, server.unit, count)
         server.oom_kills = count
 
@@ -86,6 +87,10 @@ class Spawner:
     def find(self, user: str, name: str = "") -> Server | None:
         """A server the hub knows, or None (never creates one)."""
         return self.servers.get((user, name))
+
+    def of_user(self, user: str) -> list[Server]:
+        """Every server of a user (the default one and named ones) the hub knows."""
+        return [s for s in self.servers.values() if s.user == user]
 
     def named(self, user: str) -> list[Server]:
         """The user's named servers, by name."""
@@ -141,6 +146,10 @@ class Spawner:
             raise BadRequest(f"{user} already has {len(others)} named servers",
                              user_message=f"You may have at most {limit} named servers; "
                                           "remove one first.")
+        if len(units.unit_name(user, name)) > MAX_UNIT_NAME:
+            raise BadRequest(f"unit name for {user}'s server {name!r} is too long",
+                             user_message=f"{name!r} is too long a name for your servers; "
+                                          "choose a shorter one.")
 
     async def wait_ready(self, server: Server, timeout: float) -> bool:
         """Wait up to timeout for a pending spawn; True if the server is ready."""
@@ -192,7 +201,7 @@ class Spawner:
         server.upstream = Upstream(str(server.paths.socket), server.token)
         server.last_activity = time.time()
         await self.set_state(server, RUNNING)
-        log.info("user=%s server ready in %.2fs (%s)", server.label,
+        log.info("user=%r server ready in %.2fs (%s)", server.label,
                  time.time() - server.started, server.unit)
         server.progress.emit(100, f"Server ready at {server.url}", ready=True, url=server.url)
 
@@ -208,7 +217,7 @@ class Spawner:
         await self.systemd.start_transient(server.unit, props)
         server.unit_started = True
         server.progress.emit(50, "Server process running, waiting for Jupyter to answer")
-        log.info("user=%s started %s (profile %s)", server.label, server.unit,
+        log.info("user=%r started %s (profile %s)", server.label, server.unit,
                  self._profile(server).name)
 
     async def _wait_answering(self, server: Server) -> None:
@@ -225,7 +234,7 @@ class Spawner:
     async def _spawn_failed(self, server: Server, error: Exception) -> None:
         """Stop what was started, record why, and tell whoever watches the progress."""
         reason = server.message or getattr(error, "user_message", "") or str(error)
-        log.warning("user=%s spawn failed: %s (see journalctl -u %s)",
+        log.warning("user=%r spawn failed: %s (see journalctl -u %s)",
                     server.label, error, server.unit)
         await self._teardown_logged(server)
         server.message = reason
@@ -234,8 +243,9 @@ class Spawner:
 
     # -- stop --------------------------------------------------------------------------------
 
-    async def stop(self, user: str, name: str = "") -> Server:
-        """Stop one of the user's servers and wait for it; Conflict if it is not running."""
+    async def stop(self, user: str, name: str = "", reason: str = "") -> Server:
+        """Stop one of the user's servers and wait for it; Conflict if it is not running.
+        A reason is kept as the server's message (the home page shows it)."""
         server = self.get(user, name)
         if server.state == STARTING and server.task is not None:
             server.task.cancel()
@@ -246,9 +256,9 @@ class Spawner:
         await self.set_state(server, STOPPING)
         server.progress.close()
         await self._teardown_logged(server)
-        server.message = ""
+        server.message = reason
         await self.set_state(server, STOPPED)
-        log.info("user=%s server stopped", server.label)
+        log.info("user=%r server stopped%s", server.label, f": {reason}" if reason else "")
         return server
 
     async def remove(self, user: str, name: str) -> None:
@@ -261,7 +271,7 @@ class Spawner:
                            user_message="Stop the server before removing it.")
         del self.servers[server.key]
         await self.store.delete_server(user, name)
-        log.info("user=%s named server removed", server.label)
+        log.info("user=%r named server removed", server.label)
 
     async def _teardown_logged(self, server: Server) -> None:
         """_teardown, whose failure is logged, never left to strand the server mid-way: the
@@ -270,7 +280,7 @@ class Spawner:
         try:
             await self._teardown(server)
         except Exception:
-            log.exception("user=%s could not stop %s cleanly; marking it stopped (see "
+            log.exception("user=%r could not stop %s cleanly; marking it stopped (see "
                           "journalctl -u %s)", server.label, server.unit, server.unit)
 
     async def _teardown(self, server: Server) -> None:
@@ -312,7 +322,7 @@ class Spawner:
         oom = server.oom_kills > 0 or bool(final)
         reason = exit_reason(state.result, state.exec_main_status,
                              self._profile(server).memory, oom)
-        log.warning("user=%s %s ended (result=%s status=%s); see journalctl -u %s",
+        log.warning("user=%r %s ended (result=%s status=%s); see journalctl -u %s",
                     server.label, server.unit, state.result, state.exec_main_status, server.unit)
         server.message = reason
         if server.state == RUNNING:
@@ -345,17 +355,17 @@ class Spawner:
             server.cgroup = await self.systemd.unit_property(server.unit, SERVICE, "ControlGroup")
             server.oom_kills = -1
             await self.set_state(server, RUNNING)
-            log.info("user=%s adopted running %s", server.label, server.unit)
+            log.info("user=%r adopted running %s", server.label, server.unit)
             return
         if state.running:
             # The hub went down mid-spawn: the unit runs but Jupyter is not up yet.
-            log.info("user=%s adopting %s, still starting", server.label, server.unit)
+            log.info("user=%r adopting %s, still starting", server.label, server.unit)
             await self.set_state(server, STARTING)
             server.progress.restart()
             server.progress.emit(50, "Server process running, waiting for Jupyter to answer")
             server.task = asyncio.create_task(self._finish_spawn(server))
             return
-        log.info("user=%s %s is gone (%s); marked stopped", server.label, server.unit,
+        log.info("user=%r %s is gone (%s); marked stopped", server.label, server.unit,
                  state.active_state)
         await self._teardown_logged(server)
         server.message = "Your server stopped while the hub was restarting."
@@ -369,7 +379,7 @@ class Spawner:
         for server in launched:
             state = await self.systemd.state(server.unit)
             if not state.running:
-                log.warning("user=%s %s ended while the D-Bus connection was down",
+                log.warning("user=%r %s ended while the D-Bus connection was down",
                             server.label, server.unit)
                 self._on_unit_change(server.unit, {"ActiveState": state.active_state})
 

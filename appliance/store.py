@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -51,7 +51,28 @@ CREATE TABLE IF NOT EXISTS servers (
 _MIGRATIONS = (
     # 2: the profile a server was started with, so a restarted hub shows and keeps it.
     "ALTER TABLE servers ADD COLUMN profile TEXT NOT NULL DEFAULT ''",
+    # 3: tokens get an id that is never reused (to list and revoke them) and an expiry.
+    """
+    CREATE TABLE tokens_v3 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        hash TEXT NOT NULL UNIQUE,
+        user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        note TEXT NOT NULL DEFAULT '',
+        created REAL NOT NULL,
+        last_used REAL,
+        expires REAL
+    );
+    INSERT INTO tokens_v3(hash, user, note, created, last_used)
+        SELECT hash, user, note, created, last_used FROM tokens;
+    DROP TABLE tokens;
+    ALTER TABLE tokens_v3 RENAME TO tokens;
+    """,
+    # 4: sessions on a user's own host (per-user origins) say which host; '' is the hub's.
+    "ALTER TABLE sessions ADD COLUMN host TEXT NOT NULL DEFAULT ''",
 )
+#: A token's last_used is written at most this often (seconds): a busy tool is not a write
+#: per request.
+LAST_USED_EVERY = 60.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +83,18 @@ class UserRecord:
     admin: bool
     created: float
     last_activity: float | None
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """An API token as listed: never the token itself, which only its owner saw once."""
+
+    id: int
+    user: str
+    note: str
+    created: float
+    last_used: float | None
+    expires: float | None
 
 
 @dataclass(frozen=True)
@@ -159,26 +192,42 @@ class Store:
 
     # -- sessions and tokens -----------------------------------------------------------------
 
-    async def create_session(self, user: str, max_age: float) -> str:
-        """Start a login session; returns the cookie value (only its hash is stored)."""
+    async def create_session(self, user: str, max_age: float, host: str = "") -> str:
+        """Start a login session (on the hub, or on one user's host); returns the cookie value
+        (only its hash is stored)."""
         secret, now = new_secret(), time.time()
-        await self._run(self._q, "INSERT INTO sessions(hash, user, created, expires) "
-                        "VALUES (?, ?, ?, ?)", hash_secret(secret), user, now, now + max_age)
+        await self._run(self._q, "INSERT INTO sessions(hash, user, created, expires, host) "
+                        "VALUES (?, ?, ?, ?, ?)", hash_secret(secret), user, now, now + max_age,
+                        host)
         return secret
 
-    async def session_user(self, secret: str) -> str | None:
-        """The user a live session cookie belongs to, or None."""
-        rows = await self._run(self._q, "SELECT user FROM sessions WHERE hash=? AND expires>?",
-                               hash_secret(secret), time.time())
+    async def session_user(self, secret: str, host: str = "") -> str | None:
+        """The user a live session cookie belongs to, on that host, or None."""
+        rows = await self._run(self._q, "SELECT user FROM sessions WHERE hash=? AND expires>? "
+                               "AND host=?", hash_secret(secret), time.time(), host)
         return rows[0][0] if rows else None
 
     async def delete_session(self, secret: str) -> None:
         """End a session (logout)."""
         await self._run(self._q, "DELETE FROM sessions WHERE hash=?", hash_secret(secret))
 
-    async def purge_expired_sessions(self) -> None:
-        """Forget sessions past their expiry."""
-        await self._run(self._q, "DELETE FROM sessions WHERE expires<=?", time.time())
+    async def end_host_sessions_of(self, user: str) -> int:
+        """End a user's sessions on users' hosts (their hub logout ends those too)."""
+        return await self._run(self._count, "DELETE FROM sessions WHERE user=? AND host!=''",
+                               user)
+
+    async def purge_expired_sessions(self) -> int:
+        """Forget sessions past their expiry; how many there were."""
+        return await self._run(self._count, "DELETE FROM sessions WHERE expires<=?",
+                               time.time())
+
+    async def end_sessions_of(self, user: str) -> int:
+        """End every session of a user; how many there were."""
+        return await self._run(self._count, "DELETE FROM sessions WHERE user=?", user)
+
+    def _count(self, sql: str, *args) -> int:
+        assert self._db is not None, "store is not open"
+        return self._db.execute(sql, args).rowcount
 
     async def logged_in_users(self) -> int:
         """How many users hold at least one live session."""
@@ -186,28 +235,54 @@ class Store:
                                "WHERE expires>?", time.time())
         return rows[0][0]
 
-    async def create_token(self, user: str, note: str = "") -> str:
-        """Issue an API token for user; returns it (only its hash is stored)."""
-        return await self._run(self.create_token_sync, user, note)
+    async def users_with_credentials(self) -> list[str]:
+        """Users who hold a live session or a token that has not expired."""
+        now = time.time()
+        rows = await self._run(self._q, "SELECT user FROM sessions WHERE expires>? UNION "
+                               "SELECT user FROM tokens WHERE expires IS NULL OR expires>?",
+                               now, now)
+        return [r[0] for r in rows]
 
-    def create_token_sync(self, user: str, note: str = "") -> str:
+    async def create_token(self, user: str, note: str = "",
+                           expires_in: float | None = None) -> str:
+        """Issue an API token for user; returns it (only its hash is stored)."""
+        return await self._run(self.create_token_sync, user, note, expires_in)
+
+    def create_token_sync(self, user: str, note: str = "",
+                          expires_in: float | None = None) -> str:
         """create_token for the CLI, which has no event loop."""
-        secret = new_secret()
+        secret, now = new_secret(), time.time()
         self._q("INSERT INTO users(name, admin, created) VALUES (?, 0, ?) "
-                "ON CONFLICT(name) DO NOTHING", user, time.time())
-        self._q("INSERT INTO tokens(hash, user, note, created) VALUES (?, ?, ?, ?)",
-                hash_secret(secret), user, note, time.time())
+                "ON CONFLICT(name) DO NOTHING", user, now)
+        self._q("INSERT INTO tokens(hash, user, note, created, expires) VALUES (?, ?, ?, ?, ?)",
+                hash_secret(secret), user, note, now, now + expires_in if expires_in else None)
         return secret
 
     async def token_user(self, secret: str) -> str | None:
-        """The user an API token belongs to, or None; records its use."""
+        """The user an unexpired API token belongs to, or None; records its use."""
         return await self._run(self._token_user, hash_secret(secret))
 
     def _token_user(self, digest: str) -> str | None:
-        rows = self._q("SELECT user FROM tokens WHERE hash=?", digest)
+        now = time.time()
+        rows = self._q("SELECT user FROM tokens WHERE hash=? AND (expires IS NULL OR expires>?)",
+                       digest, now)
         if rows:
-            self._q("UPDATE tokens SET last_used=? WHERE hash=?", time.time(), digest)
+            self._q("UPDATE tokens SET last_used=? WHERE hash=? AND "
+                    "(last_used IS NULL OR last_used<?)", now, digest, now - LAST_USED_EVERY)
         return rows[0][0] if rows else None
+
+    def list_tokens_sync(self, user: str) -> list[TokenRecord]:
+        """A user's tokens, oldest first (expired ones too, so their owner sees them end)."""
+        rows = self._q("SELECT id, user, note, created, last_used, expires FROM tokens "
+                       "WHERE user=? ORDER BY id", user)
+        return [TokenRecord(*r) for r in rows]
+
+    def revoke_token_sync(self, token_id: int) -> TokenRecord | None:
+        """Delete a token by id; the token it was, or None if there is none."""
+        rows = self._q("SELECT id, user, note, created, last_used, expires FROM tokens "
+                       "WHERE id=?", token_id)
+        self._q("DELETE FROM tokens WHERE id=?", token_id)
+        return TokenRecord(*rows[0]) if rows else None
 
     # -- servers -----------------------------------------------------------------------------
 
@@ -239,8 +314,10 @@ def _migrate(db: sqlite3.Connection) -> None:
     if version < 1:
         db.executescript(_SCHEMA)
         version = 1
-    for step in _MIGRATIONS[version - 1:]:
-        db.execute(step)
+    # Each step and its version number in one transaction: a failed step changes nothing.
+    for number, step in enumerate(_MIGRATIONS[version - 1:], start=version + 1):
+        step = step.strip().rstrip(";")
+        db.executescript(f"BEGIN; {step}; PRAGMA user_version={number}; COMMIT;")
     db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 

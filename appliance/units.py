@@ -5,8 +5,11 @@ Property names and types: org.freedesktop.systemd1(5); meanings: systemd.exec(5)
 systemd.service(5), systemd.resource-control(5).
 """
 
+import ipaddress
+import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from appliance.config import Config
 from appliance.profiles import Profile
@@ -15,6 +18,9 @@ from appliance.systemd import Property, escape_unit_part
 #: The Jupyter config every server loads: it reads the token from a file, see its docstring.
 JUPYTER_CONFIG = Path(__file__).with_name("jupyter_config.py")
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+#: What a URL path segment keeps unquoted (RFC 3986 pchar): the proxy's normalised paths and
+#: servers' base URLs quote alike, so they match.
+SEGMENT_SAFE = ":@!$&'()*+,;=-._~"
 
 
 @dataclass(frozen=True)
@@ -39,8 +45,15 @@ def unit_name(user: str, server: str = "") -> str:
 
 
 def base_url(user: str, server: str = "") -> str:
-    """The URL prefix of a server, as JupyterHub lays them out."""
+    """The URL prefix of a server, as JupyterHub lays them out; a name outside URL-safe
+    ASCII percent-encoded (RFC 3986), as browsers send it."""
+    user, server = quote_segment(user), quote_segment(server)
     return f"/user/{user}/{server + '/' if server else ''}"
+
+
+def quote_segment(text: str) -> str:
+    """One path segment, percent-encoded as browsers and the proxy write it."""
+    return quote(text, safe=SEGMENT_SAFE)
 
 
 @dataclass(frozen=True)
@@ -66,7 +79,9 @@ def unit_properties(cfg: Config, profile: Profile, owner: Owner, paths: ServerPa
         ("Description", "s", f"Jupyter notebook server of {owner.name}"),
         # exec: the start job fails at once if the command cannot be executed.
         ("Type", "s", "exec"),
-        ("User", "s", owner.name),
+        # The uid, not the name: systemd reads an all-digit User= as a uid, so an account
+        # named "1001" would otherwise run as whoever has uid 1001 (systemd.exec(5)).
+        ("User", "s", str(owner.uid)),
         ("Group", "s", str(owner.gid)),
         ("WorkingDirectory", "s", owner.home),
         ("ExecStart", "a(sasb)", [[argv[0], argv, False]]),
@@ -113,8 +128,14 @@ def hardening_properties(cfg: Config, owner: Owner, paths: ServerPaths) -> list[
     """Sandboxing (systemd.exec(5)); `systemd-analyze security` goes from 9.2 to about 2."""
     return [
         ("NoNewPrivileges", "b", True),
-        ("PrivateTmp", "b", True),
+        # Its own /tmp and /var/tmp, capped tmpfs (charged to its memory): a full /tmp
+        # cannot fill the disk the hub's database is on. Private, as PrivateTmp= would be.
+        ("TemporaryFileSystem", "a(ss)",
+         [[d, f"size={cfg.spawner.tmp_size},mode=1777,nosuid,nodev"]
+          for d in ("/tmp", "/var/tmp")]),
         ("PrivateDevices", "b", True),
+        # Other users' processes are invisible in /proc (their command lines, environment).
+        ("ProtectProc", "s", "invisible"),
         ("ProtectSystem", "s", "strict"),
         # Other users' homes are hidden: an empty tmpfs on /home with only this one bound in.
         ("ProtectHome", "s", "tmpfs"),
@@ -143,4 +164,15 @@ def hardening_properties(cfg: Config, owner: Owner, paths: ServerPaths) -> list[
         ("SystemCallFilter", "(bas)", [True, ["@system-service"]]),
         ("RestrictAddressFamilies", "(bas)",
          [True, ["AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"]]),
+        ("IPAddressDeny", "a(iayu)", address_ranges(cfg.spawner.ip_address_deny)),
     ]
+
+
+def address_ranges(networks: tuple[str, ...]) -> list[list]:
+    """IPAddressDeny='s D-Bus form: (family, address bytes, prefix length) per range."""
+    ranges = []
+    for text in networks:
+        net = ipaddress.ip_network(text)
+        family = socket.AF_INET if net.version == 4 else socket.AF_INET6
+        ranges.append([int(family), net.network_address.packed, net.prefixlen])
+    return ranges

@@ -9,9 +9,9 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from appliance import access
+from appliance import access, origins, units
 from appliance.errors import Forbidden, NotFound, ServerNotRunning
-from appliance.identity import HUB_COOKIES
+from appliance.identity import HUB_COOKIES, SERVER_SESSION_COOKIE, set_cookie
 from appliance.proxy import close_all, normalise_user_path, relay
 from appliance.userserver import Server
 
@@ -20,6 +20,7 @@ def setup(app: web.Application) -> None:
     """Route everything under /user/ to the proxy handler; close websockets on shutdown."""
     app["websockets"] = set()
     app.router.add_route("*", "/user/{tail:.*}", handle_user_request)
+    app.router.add_get(origins.EXCHANGE_PATH, exchange_code)
     app.on_shutdown.append(close_websockets)
 
 
@@ -38,13 +39,20 @@ def is_api_request(request: web.Request, path: str, user: str) -> bool:
 async def handle_user_request(request: web.Request) -> web.StreamResponse:
     """Relay to the owner's server, or explain why not."""
     user, path = normalise_user_path(request.raw_path.partition("?")[0])
+    user_domain = request.app["config"].hub.user_domain
+    if request.get("user_label") is not None:
+        origins.check_user_host_path(request["user_label"], user)
     identity = await request.app["identities"].of_request(request)
     if identity is None:
         if is_api_request(request, path, user):
             raise Forbidden("no credentials for a user server",
                             user_message="Log in to the hub first.")
+        if request.get("user_label") is not None:  # the hub logs in, or hands over a code
+            raise web.HTTPFound(origins.hub_origin(request, user_domain) + request.raw_path)
         raise web.HTTPFound("/hub/login?next=" + quote(path))
-    access.check(identity, user, "This is not your server.")
+    access.check_open(identity, user, request.app["config"].auth.admin_access)
+    if user_domain and request.get("user_label") is None and identity.via == "cookie":
+        return to_user_host(request, user_domain, identity.name, user, path)
     spawner = request.app["spawner"]
     server = server_for(spawner, user, path)
     if server is None:
@@ -56,6 +64,41 @@ async def handle_user_request(request: web.Request) -> web.StreamResponse:
     server.last_activity = time.time()
     return await relay(request, server.upstream, path, hub_cookies=HUB_COOKIES,
                        websockets=request.app["websockets"], prefix=server.url)
+
+
+def to_user_host(request: web.Request, user_domain: str, identity: str, user: str,
+                 path: str) -> web.StreamResponse:
+    """A browser on the hub's origin goes to the user's own host with a one-time code; a
+    write or websocket there is refused (the hub's pages never send one)."""
+    upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+    if request.method not in ("GET", "HEAD") or upgrade:
+        raise Forbidden(f"{request.method} to {path!r} on the hub's origin",
+                        user_message="Servers are reached at their own address; open yours "
+                                     "from the hub's home page.")
+    query = request.raw_path.partition("?")[2]
+    raise origins.redirect_to_user_host(request, user_domain, identity, user,
+                                        path + (f"?{query}" if query else ""))
+
+
+async def exchange_code(request: web.Request) -> web.Response:
+    """GET /hub/user-login?code=…&next=… on a user's host: a session cookie for this host
+    in exchange for the hub's one-time code, then on to the server."""
+    label = request.get("user_label")
+    if label is None:
+        raise NotFound("code exchange on the hub's own host",
+                       user_message="There is no such page.")
+    handoff = request.app["handoffs"].redeem(request.query.get("code", ""))
+    origins.check_user_host_path(label, handoff.user)
+    prefix = units.base_url(handoff.user)
+    target = request.query.get("next", "")
+    if not target.startswith(prefix) or "\\" in target:
+        target = prefix
+    secret = await request.app["identities"].start_session(handoff.identity,
+                                                          request["user_host"])
+    response = web.HTTPFound(target)
+    set_cookie(response, request, SERVER_SESSION_COOKIE, secret,
+               max_age=request.app["config"].hub.session_max_age)
+    raise response
 
 
 def server_for(spawner, user: str, path: str) -> Server | None:

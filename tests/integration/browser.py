@@ -7,7 +7,7 @@ import uuid
 import aiohttp
 from aiohttp.test_utils import TestServer
 
-from appliance.identity import XSRF_COOKIE
+from appliance.identity import HOST_PREFIX, XSRF_COOKIE
 
 
 class Browser:
@@ -41,7 +41,7 @@ class Browser:
     def xsrf(self) -> str:
         """The hub's CSRF cookie value, as a page's hidden field would carry it."""
         for cookie in self.session.cookie_jar:
-            if cookie.key == XSRF_COOKIE:
+            if cookie.key in (XSRF_COOKIE, HOST_PREFIX + XSRF_COOKIE):
                 return cookie.value
         return ""
 

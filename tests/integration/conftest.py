@@ -48,10 +48,13 @@ def make_user():
     """Factory: make_user(**useradd options) -> OSUser; all are removed at the end."""
     made = []
 
-    def _make(uid: int | None = None, groups: str | None = None) -> OSUser:
-        name = "t" + secrets.token_hex(4)
+    def _make(uid: int | None = None, groups: str | None = None,
+              name: str | None = None) -> OSUser:
+        name = name or "t" + secrets.token_hex(4)
         password = secrets.token_urlsafe(12)
-        argv = ["useradd", "--create-home", "--shell", "/bin/bash"]
+        # --badname: names that useradd's default rule refuses but NSS may well hold
+        # (all digits, non-ASCII), for the tests of odd names.
+        argv = ["useradd", "--badname", "--create-home", "--shell", "/bin/bash"]
         if uid is not None:
             argv += ["--uid", str(uid)]
         if groups:

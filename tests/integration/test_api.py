@@ -74,7 +74,11 @@ async def test_session_cookie_flags_logout_and_hashed_storage(start_hub, hub_con
         assert secret.encode() not in db
         async with a.request("GET", "/hub/home") as r:
             assert r.status == 200
-        async with a.request("GET", "/hub/logout") as r:
+        async with a.request("GET", "/hub/logout") as r:  # a link cannot log anyone out
+            assert r.status == 200 and "Log out" in await r.text()
+        async with a.request("GET", "/hub/home") as r:
+            assert r.status == 200
+        async with a.request("POST", "/hub/logout", data={"_xsrf": a.xsrf}) as r:
             assert r.status == 302
     async with Browser(hub) as replay:
         replay.session.cookie_jar.update_cookies({"appliance-session": secret})
@@ -181,3 +185,27 @@ async def test_server_start_stop_status_codes_follow_jupyterhub(start_hub, hub_c
         async with api.request("GET", f"/hub/api/users/{alice.name}") as r:
             model = await r.json()
         assert model["server"] is None and model["servers"] == {}
+
+
+@pytest.mark.parametrize("admin_access", [False, True])
+async def test_admins_start_and_stop_anyone_but_open_only_with_admin_access(
+        start_hub, hub_config, make_user, admin_access):
+    teacher, student = make_user(), make_user()
+    cfg = hub_config(auth={"admin_users": [teacher.name], "admin_access": admin_access})
+    hub = await start_hub(cfg)
+    async with Browser(hub, token=cli(cfg, "token", teacher.name)) as t, Browser(hub) as s:
+        await s.login(student.name, student.password)  # the hub knows the student
+        async with t.request("POST", f"/hub/api/users/{student.name}/server") as r:
+            assert r.status in (201, 202), await r.text()
+        assert (await t.progress(student.name))[-1]["ready"]
+        async with t.request("GET", f"/user/{student.name}/api/status") as r:
+            body = await r.text()
+            assert r.status == (200 if admin_access else 403), body
+        if not admin_access:
+            assert "auth.admin_access is off" in body
+        async with t.request("GET", f"/user/{student.name}/tree",
+                             headers={"Accept": "text/html"}) as r:
+            assert r.status == (200 if admin_access else 403)
+        async with t.request("DELETE", f"/hub/api/users/{student.name}/server") as r:
+            assert r.status in (202, 204), await r.text()
+        assert hub.app["spawner"].get(student.name).state == "stopped"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from yarl import URL
 
 from tests.ports import free_port
 
@@ -100,3 +101,54 @@ async def test_a_page_on_another_port_cannot_drive_the_victims_server(
             assert await asyncio.to_thread(own_page_posts, page, victim.name) == 201
         finally:
             await runner.cleanup()
+
+
+async def test_a_planted_csrf_cookie_does_not_pass_the_check(start_hub, make_user):
+    """Cookies are shared by every port of a host, so a page on another port can plant the
+    hub's CSRF cookie with a value it knows. The token is bound to the victim's session (an
+    HMAC of the hub secret), so the planted value, sent as the form field, is refused; with
+    the old double-submit check (form field == cookie) it passed."""
+    alice = make_user()
+    hub = await start_hub()
+    async with Browser(hub) as a:
+        await a.login(alice.name, alice.password)
+        real = a.xsrf
+        a.session.cookie_jar.update_cookies({"appliance-xsrf": "planted"},
+                                            response_url=URL(a.base))
+        assert a.xsrf == "planted"
+        # Origin is the hub's: only the token stands between this request and the spawn.
+        origin = {"Origin": a.base.rstrip("/")}
+        async with a.request("POST", f"/hub/spawn/{alice.name}", data={"_xsrf": "planted"},
+                             headers=origin) as r:
+            assert r.status == 400 and "expired" in await r.text()
+        assert hub.app["spawner"].get(alice.name).state == "stopped"
+        async with a.request("POST", f"/hub/api/users/{alice.name}/server",
+                             headers={**origin, "X-XSRFToken": "planted"}) as r:
+            assert r.status == 400
+        assert hub.app["spawner"].get(alice.name).state == "stopped"
+        async with a.request("POST", "/hub/logout", data={"_xsrf": real}, headers=origin) as r:
+            assert r.status == 302  # the real token, though its cookie was overwritten
+
+
+async def test_the_csrf_token_changes_at_login_and_logout(start_hub, make_user):
+    """The token of the login form, of the session, and after logout are three different
+    ones; the session's token is refused once the session has ended."""
+    alice = make_user()
+    hub = await start_hub()
+    async with Browser(hub) as a:
+        async with a.request("GET", "/hub/login") as r:
+            assert r.status == 200
+        before = a.xsrf
+        await a.login(alice.name, alice.password)
+        during = a.xsrf
+        async with a.request("POST", "/hub/logout", data={"_xsrf": before}) as r:
+            assert r.status == 400, "the login form's token must not work in the session"
+        async with a.request("POST", "/hub/logout", data={"_xsrf": during}) as r:
+            assert r.status == 302
+        async with a.request("GET", "/hub/login") as r:
+            assert r.status == 200
+        after = a.xsrf
+        assert len({before, during, after}) == 3 and all((before, during, after))
+        await a.login(alice.name, alice.password)
+        async with a.request("POST", f"/hub/spawn/{alice.name}", data={"_xsrf": during}) as r:
+            assert r.status == 400, "an ended session's token must not work in the next one"

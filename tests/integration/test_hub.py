@@ -2,8 +2,10 @@
 
 import asyncio
 import os
+import pwd
 import signal
 import subprocess
+from urllib.parse import quote
 
 import pytest
 
@@ -20,7 +22,7 @@ async def spawn_via_form(browser: Browser, name: str) -> list[dict]:
     """Press 'Start my server' and follow the progress stream."""
     async with browser.request("POST", f"/hub/spawn/{name}", data={"_xsrf": browser.xsrf}) as r:
         assert r.status == 302, await r.text()
-        assert r.headers["Location"].startswith(f"/hub/spawn-pending/{name}")
+        assert r.headers["Location"].startswith(f"/hub/spawn-pending/{quote(name)}")
     return await browser.progress(name)
 
 
@@ -51,7 +53,8 @@ async def test_login_spawn_run_code_isolation_and_stop(start_hub, make_user):
         assert [e["progress"] for e in events] == sorted(e["progress"] for e in events)
 
         # The unit runs as alice with the configured limits, in the appliance's slice.
-        assert await systemd.unit_property(unit, SERVICE, "User") == alice.name
+        uid = str(pwd.getpwnam(alice.name).pw_uid)  # User= holds the uid, see units.py
+        assert await systemd.unit_property(unit, SERVICE, "User") == uid
         assert await systemd.unit_property(unit, SERVICE, "MemoryMax") == 768 * 2**20
         assert await systemd.unit_property(unit, SERVICE, "MemorySwapMax") == 0
         assert await systemd.unit_property(unit, SERVICE, "CPUQuotaPerSecUSec") == 500_000

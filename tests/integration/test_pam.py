@@ -6,7 +6,7 @@ import time
 import pytest
 
 from appliance.auth import REFUSED, Authenticator
-from appliance.errors import AuthError
+from appliance.errors import AuthError, NotFound
 
 from .conftest import booted, run
 
@@ -112,3 +112,14 @@ async def test_pam_does_not_block_the_event_loop(make_user, authenticator):
     t.cancel()
     # The loop kept ticking during PAM: at least a third of the ideal number of ticks.
     assert ticks > elapsed / 0.01 / 3
+
+
+
+def test_a_name_too_long_for_a_unit_is_refused_before_any_lookup(authenticator):
+    """30 CJK characters escape to 360 in a unit name (systemd's limit is 255). useradd's
+    own limit keeps such names out of /etc/passwd, but a directory (LDAP via NSS) may hold
+    one: the policy refuses it, so no login makes a server that cannot start."""
+    with pytest.raises(NotFound, match="cannot name a server's systemd unit"):
+        authenticator().account_sync("名" * 30)
+    with pytest.raises(NotFound, match="cannot name"):
+        authenticator().account_sync("bob\nroot")

@@ -51,7 +51,9 @@ async def test_tls_login_sets_a_secure_cookie_and_http_is_redirected(tls_hub, ma
         r = await a.login(alice.name, alice.password)
         assert r.status == 302 and r.headers["Location"] == "/hub/home"
         session = [v for v in r.headers.getall("Set-Cookie") if "appliance-session" in v][0]
-        assert "Secure" in session and "HttpOnly" in session
+        assert "Secure" in session and "HttpOnly" in session and "Path=/" in session
+        # __Host-: the browser takes it only Secure, for /, without Domain (RFC 6265bis).
+        assert session.startswith("__Host-appliance-session=") and "Domain" not in session
         async with a.request("GET", "/hub/home") as r:
             assert r.status == 200 and alice.name in await r.text()
     async with aiohttp.ClientSession() as plain:

@@ -112,7 +112,7 @@ def home_running_then_stop(page: Page, user: OSUser, shots: Path) -> None:
 
 def log_out(page: Page) -> None:
     """(e) Log out leads to the login form, and home needs a login again."""
-    page.link("Log out").click()
+    page.button("Log out").click()  # a POST: a link elsewhere cannot log anyone out
     page.wait_for_path("/hub/login")
     assert page.all("#username") and not page.all("nav .who")
     page.open("/hub/home")

@@ -52,7 +52,7 @@ class Person:
     def xsrf(self) -> str:
         """The hub's CSRF cookie, as a form's hidden field or X-XSRFToken would carry it."""
         for cookie in self.session.cookie_jar:
-            if cookie.key == XSRF_COOKIE:
+            if cookie.key in (XSRF_COOKIE, "__Host-" + XSRF_COOKIE):  # __Host- under TLS
                 return cookie.value
         return ""
 

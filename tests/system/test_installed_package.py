@@ -120,7 +120,11 @@ def test_unit_runs_as_user_with_limits(vm, state):
     props = show(vm, f"notebook-{USER1}.service",
                  "User", "MemoryMax", "CPUQuotaPerSecUSec", "TasksMax", "Slice", "ActiveState")
     assert props["ActiveState"] == "active"
-    assert props["User"] == USER1
+    # User= holds the uid (an all-digit name would otherwise be read as one); the process
+    # runs as the account.
+    assert props["User"] == vm.ssh(f"id -u {USER1}").stdout.strip()
+    pid = show(vm, f"notebook-{USER1}.service", "MainPID")["MainPID"]
+    assert vm.ssh(f"ps -o user= -p {pid}").stdout.strip() == USER1
     assert int(props["MemoryMax"]) == size_bytes(cfg["limits"]["memory"])
     assert timespan_usec(props["CPUQuotaPerSecUSec"]) == round(cfg["limits"]["cpu"] * 10**6)
     assert int(props["TasksMax"]) == cfg["limits"]["tasks"]
@@ -179,6 +183,24 @@ def test_kernel_over_proxied_websocket(vm, people, state):
     # read-only for every server, so instructors could not write it from a notebook either.
     assert wrote == "PermissionError EACCES", wrote
     assert vm.ssh("test -e /srv/data/written-by-student", check=False).returncode != 0
+
+
+METADATA_CHECK = """
+import socket
+try:
+    socket.create_connection(("169.254.169.254", 80), timeout=5).close()
+    r = "connected"
+except OSError as e:
+    r = type(e).__name__
+r
+"""
+
+
+def test_cloud_metadata_is_out_of_reach(vm, people, state):
+    """4b. IPAddressDeny= (link-local by default): the kernel refuses at once (EPERM), where
+    without it the connection would be tried (refused or timed out by qemu's network)."""
+    need(state, "alice_ready")
+    assert people[USER1].execute(METADATA_CHECK) == {"result": "'PermissionError'"}
 
 
 def test_other_user_is_forbidden(vm, people, state):

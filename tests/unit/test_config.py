@@ -70,17 +70,18 @@ def test_defaults():
     assert c.hub == config.HubConfig(
         listen="0.0.0.0", port=8000, state_dir=Path("/var/lib/notebook-appliance"),
         runtime_dir=Path("/run/notebook-appliance"), session_max_age=14 * 86400.0,
-        ssl_cert=None, ssl_key=None, redirect_port=0, trusted_proxies=())
+        ssl_cert=None, ssl_key=None, redirect_port=0, trusted_proxies=(), user_domain="")
     assert c.auth == config.AuthConfig(
         pam_service="notebook-appliance", min_uid=1000, allowed_groups=(),
-        admin_group="notebook-admins", admin_users=(), pam_threads=4, pam_queue=500,
-        lookup_threads=2, max_failures=5, max_failures_per_address=5, lockout=60.0,
-        lockout_max=900.0)
+        admin_group="notebook-admins", admin_users=(), admin_access=False,
+        recheck_every=60.0, pam_threads=4, pam_queue=500, lookup_threads=2, max_failures=5,
+        max_failures_per_address=5, lockout=60.0, lockout_max=900.0)
     assert c.spawner == config.SpawnerConfig(
         command=("jupyter-notebook",), start_timeout=120.0, stop_timeout=30.0,
         concurrent_spawns=4, admission="usage", named_servers_limit=0,
         restart_cooldown=2.0,
-        slice="notebook-appliance.slice", hardening=True, default_url="/tree",
+        slice="notebook-appliance.slice", hardening=True,
+        ip_address_deny=("169.254.0.0/16", "fe80::/10"), tmp_size=1024**3, default_url="/tree",
         shared_paths=(Path("/srv/data"),), environment=())
     assert c.limits == config.LimitsConfig(memory=1024**3, cpu=1.0, tasks=512)
 
@@ -106,16 +107,18 @@ def test_full_file(tmp_path):
         session_max_age=5400.0, ssl_cert=Path("/etc/ssl/nb.pem"),
         ssl_key=Path("/etc/ssl/private/nb.key"), redirect_port=0,
         trusted_proxies=(ipaddress.ip_network("127.0.0.1"), ipaddress.ip_network("10.0.0.0/8"),
-                         ipaddress.ip_network("::1")))
+                         ipaddress.ip_network("::1")), user_domain="")
     assert c.auth == config.AuthConfig(
         pam_service="login", min_uid=2000, allowed_groups=("students", "staff"),
-        admin_group="", admin_users=("alice",), pam_threads=8, pam_queue=0, lookup_threads=1,
-        max_failures=3, max_failures_per_address=50, lockout=30.0, lockout_max=3600.0)
+        admin_group="", admin_users=("alice",), admin_access=False, recheck_every=60.0,
+        pam_threads=8, pam_queue=0, lookup_threads=1, max_failures=3,
+        max_failures_per_address=50, lockout=30.0, lockout_max=3600.0)
     assert c.spawner == config.SpawnerConfig(
         command=("python3", "-m", "jupyter_server"), start_timeout=60.0, stop_timeout=60.0,
         concurrent_spawns=8, admission="limits", named_servers_limit=0,
         restart_cooldown=10.0,
-        slice="jupyter-users.slice", hardening=False, default_url="/lab",
+        slice="jupyter-users.slice", hardening=False,
+        ip_address_deny=("169.254.0.0/16", "fe80::/10"), tmp_size=1024**3, default_url="/lab",
         shared_paths=(Path("/srv/data"), Path("/srv/scratch")),
         environment=(("LANG", "C.UTF-8"), ("PIP_INDEX_URL", "http://mirror/simple")))
     assert c.limits == config.LimitsConfig(memory=3 * 512 * 1024**2, cpu=2.0, tasks=1024)
@@ -123,6 +126,11 @@ def test_full_file(tmp_path):
 
 
 BAD = [
+    ("[hub]\nuser_domain = 'Box.Example'",
+     'hub.user_domain: expected a lower-case DNS name like "box.example" (or "" for off), '
+     'got "Box.Example"'),
+    ("[spawner]\nip_address_deny = ['x']", 'spawner.ip_address_deny: expected a list of address '
+     'ranges like ["169.254.0.0/16"], got ["x"]'),
     ("[limits]\nmemory = 'lots'", 'limits.memory: expected a size like "2G", got "lots"'),
     ("[limits]\nmemory = '2GB'", 'limits.memory: expected a size like "2G", got "2GB"'),
     ("[limits]\nmemory = true", 'limits.memory: expected a size like "2G", got true'),
@@ -148,7 +156,7 @@ BAD = [
      'hub.state_dir: expected an absolute path, got "var/lib/x"'),
     ("[hub]\nprot = 8000",
      "hub.prot: unknown key, expected one of: listen, port, state_dir, runtime_dir, "
-     "session_max_age, ssl_cert, ssl_key, redirect_port, trusted_proxies"),
+     "session_max_age, ssl_cert, ssl_key, redirect_port, trusted_proxies, user_domain"),
     ("[profiles.big]\nmemory = 'lots'",
      'profiles.big.memory: expected a size like "2G", got "lots"'),
     ("[profiles.big]\nsize = 3",

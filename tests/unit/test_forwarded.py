@@ -40,6 +40,8 @@ async def test_scheme_and_secure_cookie_follow_a_loopback_proxy_only(client, hea
     r = await client.get("/", headers=headers)
     assert await r.text() == scheme
     assert ("Secure" in r.headers["Set-Cookie"]) == (scheme == "https")
+    # Under TLS the name carries __Host-: no other port or subdomain can set or shadow it.
+    assert r.headers["Set-Cookie"].startswith("__Host-appliance-session=") == (scheme == "https")
 
 
 @pytest.mark.parametrize("address, expected", [

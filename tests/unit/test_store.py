@@ -74,6 +74,7 @@ async def test_a_version_1_database_gains_the_profile_column_and_keeps_its_rows(
     db.execute("INSERT INTO users(name, admin, created) VALUES ('alice', 0, 1.0)")
     db.execute("INSERT INTO servers VALUES ('alice', '', 'notebook-alice.service', '/x.sock', "
                "'running', 2.0, 3.0, '')")
+    db.execute("INSERT INTO tokens(hash, user, note, created) VALUES ('h', 'alice', 'old', 1.0)")
     db.execute("PRAGMA user_version=1")
     db.commit()
     db.close()
@@ -85,5 +86,40 @@ async def test_a_version_1_database_gains_the_profile_column_and_keeps_its_rows(
         await store.save_server(ServerRecord("alice", "lab", "u", "/s", "stopped", None, None,
                                              "", "large"))
         assert {r.name: r.profile for r in await store.servers()} == {"": "", "lab": "large"}
+        [old] = await store._run(store.list_tokens_sync, "alice")  # version 3: ids, expiry
+        assert (old.id, old.note, old.expires) == (1, "old", None)
     finally:
         await store.close()
+
+
+async def test_tokens_expire_list_and_revoke_by_an_id_never_reused(store):
+    forever = await store.create_token("carol", "culler")
+    brief = await store.create_token("carol", "a day", expires_in=0.05)
+    assert await store.token_user(brief) == "carol"
+    time.sleep(0.06)
+    assert await store.token_user(brief) is None and await store.token_user(forever) == "carol"
+    listed = await store._run(store.list_tokens_sync, "carol")
+    assert [(t.note, t.expires is None) for t in listed] == [("culler", True), ("a day", False)]
+    assert listed[0].last_used is not None and listed[1].last_used is not None
+    revoked = await store._run(store.revoke_token_sync, listed[1].id)
+    assert revoked.note == "a day"
+    again = await store.create_token("carol", "new")
+    ids = [t.id for t in await store._run(store.list_tokens_sync, "carol")]
+    assert ids == [listed[0].id, listed[1].id + 1], "a revoked id was given out again"
+    assert await store.token_user(again) == "carol"
+    assert await store._run(store.revoke_token_sync, 999) is None
+
+
+async def test_sessions_of_a_user_end_together_and_expired_ones_are_purged(store):
+    for name in ("dave", "erin"):
+        await store.ensure_user(name, False)
+    live = [await store.create_session("dave", 60) for _ in range(2)]
+    await store.create_session("erin", 0.01)
+    erin = await store.create_session("erin", 60)
+    time.sleep(0.02)
+    assert sorted(await store.users_with_credentials()) == ["dave", "erin"]
+    assert await store.purge_expired_sessions() == 1
+    assert await store.end_sessions_of("dave") == 2
+    assert [await store.session_user(s) for s in live] == [None, None]
+    assert await store.session_user(erin) == "erin"
+    assert await store.users_with_credentials() == ["erin"]

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from appliance import config, profiles, units
 from appliance.spawner import exit_reason
 from appliance.systemd import escape_unit_part, unit_name_from_path, unit_object_path
@@ -26,7 +28,7 @@ def props(cfg=None, profile=None) -> dict:
 
 def test_runs_as_the_user_in_the_slice_with_limits():
     p = props()
-    assert p["User"] == ("s", "alice")
+    assert p["User"] == ("s", "1001")  # the uid: an all-digit name would be read as one
     assert p["Group"] == ("s", "1001")
     assert p["WorkingDirectory"] == ("s", "/home/alice")
     assert p["Slice"] == ("s", "notebook-appliance.slice")
@@ -88,9 +90,26 @@ def test_hardening_hides_other_homes_and_can_be_turned_off(tmp_path):
     # Shared data stays writable where its permissions allow; a missing one is skipped.
     assert "-/srv/data" in p["ReadWritePaths"][1]
     assert p["NoNewPrivileges"] == ("b", True)
+    assert p["ProtectProc"] == ("s", "invisible")
+    assert p["TemporaryFileSystem"] == ("a(ss)", [
+        ["/tmp", f"size={2**30},mode=1777,nosuid,nodev"],
+        ["/var/tmp", f"size={2**30},mode=1777,nosuid,nodev"]])
+    assert "PrivateTmp" not in p  # the capped tmpfs is private already
+    # Link-local (a cloud's metadata service) is out of reach by default.
+    assert p["IPAddressDeny"] == ("a(iayu)", [[2, bytes([169, 254, 0, 0]), 16],
+                                              [10, bytes([0xfe, 0x80]) + bytes(14), 10]])
     path = tmp_path / "a.toml"
     path.write_text("[spawner]\nhardening = false\n")
     assert "ProtectHome" not in props(config.load(path))
+    path.write_text('[spawner]\nip_address_deny = ["10.1.2.3", "192.0.2.0/24"]\n'
+                    'tmp_size = "64M"\n')
+    p = props(config.load(path))
+    assert p["IPAddressDeny"][1] == [[2, bytes([10, 1, 2, 3]), 32],
+                                    [2, bytes([192, 0, 2, 0]), 24]]
+    assert p["TemporaryFileSystem"][1][0][1].startswith(f"size={64 * 2**20},")
+    path.write_text('[spawner]\nip_address_deny = ["metadata"]\n')
+    with pytest.raises(config.ConfigError, match="spawner.ip_address_deny: expected a list of"):
+        config.load(path)
 
 
 def test_unit_names_leave_room_for_named_servers():
@@ -100,6 +119,9 @@ def test_unit_names_leave_room_for_named_servers():
     assert units.unit_name("a-b.c") == "notebook-a\\x2db.c.service"
     assert units.base_url("alice") == "/user/alice/"
     assert units.base_url("alice", "gpu") == "/user/alice/gpu/"
+    # As a browser sends a name outside URL-safe ASCII (RFC 3986).
+    assert units.base_url("émile", "lab 1") == "/user/%C3%A9mile/lab%201/"
+    assert units.base_url("a+b@c") == "/user/a+b@c/"  # as the proxy normalises paths
 
 
 def test_escape_unit_part_escapes_what_systemd_would():

@@ -1,0 +1,79 @@
+"""Sessions, tokens and servers follow the account they belong to.
+
+Every auth.recheck_every (60 s), each user who holds a live session, an unexpired token or a
+server is looked up again (auth.account: the account exists, its uid is allowed, it is in an
+allowed group, /etc/shadow neither locks nor expires it). A refused account's sessions end,
+its cached identity is dropped (its tokens are then refused: every lookup re-checks the
+account), and its servers are stopped, with the reason in the journal. Expired sessions are
+purged on the way.
+"""
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from appliance.errors import Conflict, NotFound
+from appliance.userserver import ServerState
+
+log = logging.getLogger(__name__)
+
+#: What the owner reads on the home page if they get in again (an admin unlocked them).
+STOPPED_REASON = "Your server was stopped because your account was locked, expired or " \
+                 "is no longer allowed to use this service."
+
+
+async def recheck(app: web.Application) -> list[str]:
+    """One round: the users refused now (each already logged out and stopped)."""
+    store, spawner = app["store"], app["spawner"]
+    purged = await store.purge_expired_sessions()
+    if purged:
+        log.info("purged %d expired session(s)", purged)
+    holders = set(await store.users_with_credentials())
+    holders |= {s.user for s in spawner.servers.values() if s.state != ServerState.STOPPED}
+    refused = []
+    for name in sorted(holders):
+        try:
+            await app["auth"].account(name)
+        except NotFound as e:
+            await refuse(app, name, str(e))
+            refused.append(name)
+    return refused
+
+
+async def refuse(app: web.Application, name: str, why: str) -> None:
+    """End a refused account's sessions, forget its identity, stop its servers."""
+    ended = await app["store"].end_sessions_of(name)
+    app["identities"].forget_user(name)
+    stopped = 0
+    for server in app["spawner"].of_user(name):
+        if server.state in (ServerState.STARTING, ServerState.RUNNING):
+            try:
+                await app["spawner"].stop(name, server.name, reason=STOPPED_REASON)
+                stopped += 1
+            except Conflict:
+                pass  # it stopped on its own meanwhile
+    log.warning("user=%r refused on re-check: %s; %d session(s) ended, %d server(s) stopped",
+                name, why, ended, stopped)
+
+
+async def watch(app: web.Application) -> None:
+    """Re-check every auth.recheck_every until the hub stops."""
+    every = app["config"].auth.recheck_every
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await recheck(app)
+        except Exception:
+            log.exception("account re-check failed; trying again in %g s", every)
+
+
+async def watch_ctx(app: web.Application):
+    """cleanup_ctx: the re-check runs while the hub does."""
+    task = asyncio.create_task(watch(app))
+    yield
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
