@@ -4,7 +4,7 @@
 # Pinned so the lint gives the same answer on every machine and in CI.
 RUFF_VERSION = 0.17.6
 
-.PHONY: test deps bench classroom test-vm demo deb
+.PHONY: test deps bench classroom login-flood test-vm demo deb
 
 VERSION := $(shell dpkg-parsechangelog -S Version 2>/dev/null)
 DEB = build/notebook-appliance_$(VERSION)_all.deb
@@ -39,6 +39,13 @@ demo: deb
 bench:
 	tests/infra/nspawn.sh "$$(tests/infra/rootfs.sh)" . \
 	    env PYTHONPATH=/src python3 /src/tests/bench/bench_hub.py $(BENCH_ARGS)
+
+# Figures: a logged-in user's latency before and during 400 concurrent bad logins from one
+# address, and how many of 50 wrong passwords for one user reach PAM, in the booted container
+# (LOGIN_FLOOD_ARGS="--flood 40 --wrong 20" for a short run).
+login-flood:
+	tests/infra/nspawn.sh "$$(tests/infra/rootfs.sh)" . \
+	    env PYTHONPATH=/src python3 /src/tests/bench/login_flood.py $(LOGIN_FLOOD_ARGS)
 
 # Figures: N new users log in through the form and start at the same moment, each runs a
 # cell; a probe times the hub meanwhile (CLASSROOM_ARGS="--sizes 50" for a short run). The

@@ -5,7 +5,6 @@ Errors become HTTP responses in one place, error_middleware.
 """
 
 import asyncio
-import ipaddress
 import logging
 import os
 import secrets
@@ -28,6 +27,7 @@ from appliance import (
     userproxy,
 )
 from appliance.auth import Authenticator
+from appliance.clientaddr import is_loopback
 from appliance.config import Config
 from appliance.errors import ApplianceError, Forbidden, NotFound
 from appliance.identity import Identities, same_origin
@@ -150,16 +150,6 @@ async def forwarded_proto_middleware(request: web.Request, handler):
     return await handler(request)
 
 
-def is_loopback(address: str | None) -> bool:
-    """True for 127.0.0.0/8, ::1 and ::ffff:127.x; False for anything else or nothing."""
-    try:
-        ip = ipaddress.ip_address(address or "")
-    except ValueError:
-        return False
-    mapped = getattr(ip, "ipv4_mapped", None)
-    return (mapped or ip).is_loopback
-
-
 @web.middleware
 async def user_host_middleware(request: web.Request, handler):
     """With per-user origins, a request to a user's host may reach only /user/… (checked
@@ -206,9 +196,12 @@ async def error_middleware(request: web.Request, handler):
         return await handler(request)
     except ApplianceError as e:
         if e.status < 500:
-            return error_response(request, e.status, e.user_message)
-        return incident(request, e.status, e, e.user_message if e.written_for_people
-                        else HUB_FAULT)
+            response = error_response(request, e.status, e.user_message)
+        else:
+            response = incident(request, e.status, e, e.user_message if e.written_for_people
+                                else HUB_FAULT)
+        pages.set_retry_after(response, e)
+        return response
     except (web.HTTPException, asyncio.CancelledError):
         raise
     except Exception as e:

@@ -1,14 +1,18 @@
-"""Who may log in: PAM for the password, then the appliance's own account policy.
+"""Who may log in: the appliance's own account policy, then PAM for the password.
 
-The only module that imports `pam`. PAM and NSS lookups block, so they run in a bounded
-thread pool, with a fresh PAM handle per call (python-pam 2.0.2 handles are not thread-safe).
+The only module that imports `pam`. PAM and NSS lookups block, so they run in thread pools:
+logins on the PAM pool (a fresh PAM handle per call: python-pam 2.0.2 handles are not
+thread-safe), behind a bounded line and the login throttle; re-checks of logged-in users'
+accounts on a pool of their own, so a flood of bad logins never slows them.
 """
 
 import asyncio
+import collections
 import grp
 import logging
 import os
 import pwd
+import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,13 +21,22 @@ from pathlib import Path
 import pam
 
 from appliance.config import AuthConfig
-from appliance.errors import AuthError, NotFound
+from appliance.errors import AuthError, Busy, NotFound, TooManyAttempts
 from appliance.systemd import escape_unit_part
+from appliance.throttle import LoginThrottle, in_words
 
 log = logging.getLogger(__name__)
 
 #: One message for every refusal, so the form never reveals whether an account exists.
 REFUSED = "Invalid username or password."
+#: pam_unix's failure delay, pam_fail_delay(3) of 2 s (pam_unix(8): "nodelay"), which libpam
+#: randomizes; measured here (tests/integration/test_login_guessing.py) at about 2 s too.
+PAM_UNIX_DELAY = 2.0
+#: How many recent wrong-password durations a policy refusal picks its delay from.
+FAILURE_SAMPLES = 32
+#: Retry-After when the PAM line is full: a few PAM delays' worth.
+BUSY_RETRY = 10
+_random = random.SystemRandom()
 #: A unit name's longest (systemd.unit(5)); a name whose server unit would not fit is refused
 #: at login (a named server's longer name is checked when it is made).
 MAX_UNIT_NAME = 255
@@ -50,34 +63,119 @@ class Authenticator:
     def __init__(self, cfg: AuthConfig):
         self.cfg = cfg
         self._pool = ThreadPoolExecutor(max_workers=cfg.pam_threads, thread_name_prefix="pam")
+        self._lookups = ThreadPoolExecutor(max_workers=cfg.lookup_threads,
+                                           thread_name_prefix="lookup")
+        self._turns = asyncio.Semaphore(cfg.pam_threads)
+        self._waiting = 0
+        self.throttle = LoginThrottle(cfg.max_failures, cfg.max_failures_per_address,
+                                      cfg.lockout, cfg.lockout_max)
+        self._failure_times = collections.deque([PAM_UNIX_DELAY], maxlen=FAILURE_SAMPLES)
 
     def close(self) -> None:
         """Let running PAM conversations finish, then drop the threads."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._lookups.shutdown(wait=False, cancel_futures=True)
 
-    async def login(self, username: str, password: str) -> Account:
-        """Authenticate with PAM then apply policy; raise AuthError(REFUSED) on any refusal."""
+    async def login(self, username: str, password: str, client: str = "unknown") -> Account:
+        """Throttle, policy, then PAM; AuthError(REFUSED) on a refusal, TooManyAttempts (429)
+        when throttled, Busy (503) when the PAM line is full."""
         if not username or not password or len(username) > 64 or "\0" in username + password:
+            log.info("login refused: client=%s user=%r: empty or malformed", client, username)
             raise AuthError("empty or malformed credentials", user_message=REFUSED)
-        loop = asyncio.get_running_loop()
-        ok, reason = await loop.run_in_executor(self._pool, self._pam_check, username, password)
-        if not ok:
-            log.info("user=%r login refused by PAM: %s", username, reason)
-            raise AuthError(f"PAM refused {username}: {reason}", user_message=REFUSED)
+        self._check_throttle(client, username)
+        self.throttle.begin(client, username)
         try:
-            return await self.account(username)
+            account, refusal = await self._verify(username, password, client)
+        except BaseException:  # throttled while in line, PAM line full, request cancelled
+            self.throttle.abandoned(client, username)
+            raise
+        if account is not None:
+            self.throttle.succeeded(client, username)
+            return account
+        self.throttle.failed(client, username)
+        if isinstance(refusal, NotFound):
+            # Answered as late as a wrong password would be, so the timing never tells
+            # whether the password of root (or of anyone refused) was right.
+            await asyncio.sleep(self.failure_delay())
+        raise AuthError(str(refusal), user_message=REFUSED) from refusal
+
+    def _check_throttle(self, client: str, username: str) -> None:
+        """Raise TooManyAttempts while this client may not try this name."""
+        wait = self.throttle.retry_after(client, username)
+        if wait:
+            log.info("login throttled: client=%s user=%r for %.0f s", client, username, wait)
+            raise too_many(wait)
+
+    async def _verify(self, username: str, password: str, client: str
+                      ) -> tuple[Account | None, Exception | None]:
+        """Policy then PAM on a PAM thread: (account, None), or (None, why it was refused)."""
+        try:
+            ok, reason, took, account = await self._on_pam_thread(
+                client, username, self._policy_then_pam, username, password, client)
         except NotFound as e:
-            log.info("user=%r login refused by policy: %s", username, e)
-            raise AuthError(str(e), user_message=REFUSED) from e
+            log.info("login refused: client=%s user=%r by policy: %s", client, username, e)
+            return None, e
+        if not ok:
+            self._failure_times.append(took)
+            log.info("login refused: client=%s user=%r by PAM: %s", client, username, reason)
+            return None, AuthError(f"PAM refused {username!r}: {reason}")
+        return account, None
+
+    def failure_delay(self) -> float:
+        """How long a refusal by policy waits: one of the recent wrong passwords' times."""
+        return _random.choice(self._failure_times)
+
+    async def _on_pam_thread(self, client: str, username: str, fn, *args):
+        """fn(*args) on a PAM thread once one is free, waiting in a bounded line; a client
+        whose address got locked out while it waited never reaches PAM."""
+        if self._turns.locked() and self._waiting >= self.cfg.pam_queue:
+            log.warning("login deferred: client=%s: %d logins wait for PAM (auth.pam_queue)",
+                        client, self._waiting)
+            raise Busy("PAM queue full", retry_after=BUSY_RETRY, user_message=(
+                "The hub is busy checking other logins; please try again in "
+                f"{in_words(BUSY_RETRY)}."))
+        self._waiting += 1
+        try:
+            await self._turns.acquire()
+        finally:
+            self._waiting -= 1
+        wait = self.throttle.addresses.retry_after(client)
+        if wait:
+            self._turns.release()
+            log.info("login throttled: client=%s user=%r for %.0f s", client, username, wait)
+            raise too_many(wait)
+        future = asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        # The turn ends when the thread does, even if the request is cancelled meanwhile:
+        # clients that hang up must not get more PAM calls running than there are threads.
+        future.add_done_callback(self._turn_done)
+        return await asyncio.shield(future)
+
+    def _turn_done(self, future: asyncio.Future) -> None:
+        """Free the PAM turn; retrieve the result so an abandoned one is not reported."""
+        self._turns.release()
+        if not future.cancelled():
+            future.exception()
 
     async def account(self, username: str) -> Account:
-        """Look up an account that policy allows; NotFound (naming the reason) otherwise."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self.account_sync, username)
+        """Look up an account that policy allows; NotFound (naming the reason) otherwise.
 
-    def _pam_check(self, username: str, password: str) -> tuple[bool, str]:
+        For logged-in users (identity re-checks, pages): on its own pool, never behind PAM."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._lookups, self.account_sync, username)
+
+    def _policy_then_pam(self, username: str, password: str, client: str
+                         ) -> tuple[bool, str, float, Account]:
+        """The policy (NotFound) and, only for an allowed account, PAM, timed."""
+        account = self.account_sync(username)
+        start = time.monotonic()
+        ok, reason = self._pam_check(username, password, client)
+        return ok, reason, time.monotonic() - start, account
+
+    def _pam_check(self, username: str, password: str, client: str) -> tuple[bool, str]:
         """pam_authenticate + pam_acct_mgmt against the appliance's PAM service."""
         handle = pam.pam()
+        if client != "unknown":
+            _set_rhost(handle, client)
         ok = handle.authenticate(username, password, service=self.cfg.pam_service,
                                  resetcreds=False)
         return ok, str(handle.reason)
@@ -91,20 +189,44 @@ class Authenticator:
         try:
             pw = pwd.getpwnam(username)
         except KeyError:
-            raise NotFound(f"no account named {username}") from None
+            raise NotFound(f"no account named {username!r}") from None
         if pw.pw_uid < self.cfg.min_uid:
-            raise NotFound(f"{username} has uid {pw.pw_uid} < auth.min_uid {self.cfg.min_uid}")
+            raise NotFound(f"{username!r} has uid {pw.pw_uid} < auth.min_uid {self.cfg.min_uid}")
         groups = _groups_of(pw)
         allowed = self.cfg.allowed_groups
         if allowed and not groups & set(allowed):
-            raise NotFound(f"{username} is in none of auth.allowed_groups {list(allowed)}")
+            raise NotFound(f"{username!r} is in none of auth.allowed_groups {list(allowed)}")
         why = shadow_refusal(username)
         if why:
-            raise NotFound(f"{username} {why}")
+            raise NotFound(f"{username!r} {why}")
         admin = username in self.cfg.admin_users or (
             bool(self.cfg.admin_group) and self.cfg.admin_group in groups)
         return Account(pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_dir, pw.pw_shell,
                        frozenset(groups), admin)
+
+
+def too_many(wait: float) -> TooManyAttempts:
+    """The throttle's refusal, in words."""
+    return TooManyAttempts(f"throttled for {wait:.0f} s", retry_after=wait, user_message=(
+        f"Too many attempts; try again in {in_words(wait)}."))
+
+
+def _set_rhost(handle, rhost: str) -> None:
+    """Have PAM_RHOST set to the client's address (pam_unix logs it as rhost=).
+
+    python-pam 2.0.2's authenticate() takes no remote host and runs pam_start(3) through
+    pam_authenticate(3) in one call, so on this per-call handle its own ctypes binding of
+    pam_authenticate is wrapped to call its binding of pam_set_item(3) first.
+    """
+    authenticate = handle.pam_authenticate
+    item = rhost.encode()
+
+    def set_rhost_then_authenticate(pamh, flags):
+        if handle.pam_set_item(pamh, pam.PAM_RHOST, item) != pam.PAM_SUCCESS:
+            log.warning("pam_set_item(PAM_RHOST, %r) failed", rhost)
+        return authenticate(pamh, flags)
+
+    handle.pam_authenticate = set_rhost_then_authenticate
 
 
 def _groups_of(pw: pwd.struct_passwd) -> set[str]:

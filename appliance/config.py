@@ -104,6 +104,23 @@ def _list(item: Callable[[object], str], expected: str, nonempty: bool = False
     return parse
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _proxy(value: object) -> IPNetwork:
+    """A proxy's address or network ("10.0.0.1", "10.0.0.0/8", "::1") as a network."""
+    try:
+        return ipaddress.ip_network(value if isinstance(value, str) else None, strict=False)
+    except ValueError:
+        raise _Bad('expected an address or network like "127.0.0.1" or "10.0.0.0/8"') from None
+
+
+def _proxies(value: object) -> tuple[IPNetwork, ...]:
+    """A list of proxies' addresses or networks."""
+    _expect(isinstance(value, list), 'expected a list like ["127.0.0.1", "10.0.0.0/8"]')
+    return tuple(_proxy(v) for v in value)
+
+
 def _ip(value: object) -> str:
     """An IPv4 or IPv6 address, kept as the string given."""
     try:
@@ -183,6 +200,10 @@ class HubConfig:
         "PEM private key for ssl_cert; set both or neither.")
     redirect_port: int = _opt(0, _int(0, 65535),
         "With TLS: a plain-HTTP port that redirects browsers to HTTPS (0 = none, e.g. 80).")
+    trusted_proxies: tuple[IPNetwork, ...] = _opt([], _proxies,
+        "Proxies (addresses or networks) whose X-Forwarded-For names the client, e.g. "
+        '["127.0.0.1"] behind nginx on this box; [] trusts nobody (every local user is a '
+        "loopback peer).")
     user_domain: str = _opt("", _domain,
         'Per-user origins: the hub answers at this name and each user\'s servers at '
         '<user>.<this name> (DNS for both, and with TLS a certificate for both; "" = off: '
@@ -211,6 +232,21 @@ class AuthConfig:
         "expired, removed or no longer allowed account loses its sessions and its server.")
     pam_threads: int = _opt(4, _int(1, 64),
         "Threads checking passwords with PAM at once.")
+    pam_queue: int = _opt(500, _int(0, 100_000),
+        "Logins that may wait for a PAM thread; more get 503 with Retry-After (keep it above "
+        "a class logging in at once).")
+    lookup_threads: int = _opt(2, _int(1, 64),
+        "Threads re-checking logged-in users' accounts, apart from PAM's (a flood of bad "
+        "logins never slows them).")
+    max_failures: int = _opt(5, _int(1, 1000),
+        "Failed logins from one address for one user name before a lockout (429).")
+    max_failures_per_address: int = _opt(50, _int(1, 100_000),
+        "Failed logins from one address, any user names, before a lockout: generous, since a "
+        "whole class may share one NAT address (one user name locks after max_failures).")
+    lockout: float = _opt("1m", parse_duration,
+        "The first lockout; each further failure doubles it.")
+    lockout_max: float = _opt("15m", parse_duration,
+        "The longest lockout; failures are forgotten this long after the last one.")
 
 
 @dataclass(frozen=True)
@@ -372,6 +408,7 @@ def _build(data: dict[str, Any], src: str) -> Config:
     config = Config(**sections, profiles=_profiles(_table(data, "profiles", src), src),
                     source=src)
     _check_tls(config.hub, src)
+    _check_lockout(config.auth, src)
     return config
 
 
@@ -425,6 +462,14 @@ def _reject_unknown(table: dict[str, Any], known: dict[str, Any], src: str, pref
             what = "section" if not prefix else "key"
             raise ConfigError(f"{src}: {prefix}{_toml_key(key)}: unknown {what}, "
                               f"expected one of: {', '.join(known)}")
+
+
+def _check_lockout(auth: AuthConfig, src: str) -> None:
+    """The longest lockout is not shorter than the first."""
+    if auth.lockout_max < auth.lockout:
+        raise ConfigError(f"{src}: auth.lockout_max: expected at least auth.lockout "
+                          f"({format_duration(auth.lockout)}), got "
+                          f"{format_duration(auth.lockout_max)}")
 
 
 def _check_tls(hub: HubConfig, src: str) -> None:

@@ -26,6 +26,26 @@ class AuthError(ApplianceError):
     status = 403
 
 
+class TooManyAttempts(AuthError):
+    """Login throttled after repeated failures; retry_after says for how long (seconds)."""
+
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: float, user_message: str | None = None):
+        super().__init__(message, user_message=user_message)
+        self.retry_after = retry_after
+
+
+class Busy(ApplianceError):
+    """Too much work waiting (the PAM queue is full); retry_after in seconds."""
+
+    status = 503
+
+    def __init__(self, message: str, *, retry_after: float, user_message: str | None = None):
+        super().__init__(message, user_message=user_message)
+        self.retry_after = retry_after
+
+
 class NotAuthenticated(ApplianceError):
     """No valid session cookie or API token came with the request."""
 

@@ -12,6 +12,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from appliance.clientaddr import is_loopback
 from appliance.errors import Forbidden, NotAuthenticated
 from appliance.events import Cause, Event, Kind
 
@@ -121,8 +122,7 @@ async def serve_metrics(request: web.Request) -> web.Response:
 
 
 def _loopback_allowed(request: web.Request) -> bool:
-    from appliance.app import is_loopback  # the one loopback rule, kept with its middleware
-
+    """metrics.allow_loopback, and the peer is this machine."""
     return request.app["config"].metrics.allow_loopback and is_loopback(request.remote)
 
 

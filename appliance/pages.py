@@ -5,6 +5,7 @@ The only module that imports jinja2. Forms carry the CSRF token; state changes a
 """
 
 import logging
+import math
 import time
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -13,8 +14,9 @@ import jinja2
 from aiohttp import web
 
 from appliance import culler, profiles
+from appliance.clientaddr import client_address
 from appliance.config import format_size
-from appliance.errors import AuthError
+from appliance.errors import AuthError, Busy
 from appliance.identity import (
     SESSION_COOKIE,
     VISITOR_COOKIE,
@@ -83,6 +85,13 @@ def render(request: web.Request, template: str, status: int = 200, **context) ->
     return response
 
 
+def set_retry_after(response: web.StreamResponse, error: Exception) -> None:
+    """Retry-After (RFC 9110 10.2.3, whole seconds) for an error that says when to retry."""
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after:
+        response.headers["Retry-After"] = str(math.ceil(retry_after))
+
+
 def safe_next(target: str | None, default: str = "/hub/home") -> str:
     """Only local absolute paths are followed after login (no //host, no scheme)."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
@@ -125,15 +134,19 @@ async def login_submit(request: web.Request) -> web.Response:
     form = await checked_form(request)
     username = str(form.get("username", "")).strip()
     target = safe_next(str(form.get("next", "")))
+    client = client_address(request, request.app["config"].hub.trusted_proxies)
     try:
-        account = await request.app["auth"].login(username, str(form.get("password", "")))
-    except AuthError as e:
-        return render(request, "login.html", status=403, next=target, username=username,
-                      error=e.user_message)
+        account = await request.app["auth"].login(username, str(form.get("password", "")),
+                                                  client)
+    except (AuthError, Busy) as e:
+        response = render(request, "login.html", status=e.status, next=target,
+                          username=username, error=e.user_message)
+        set_retry_after(response, e)
+        return response
     await request.app["store"].ensure_user(account.name, account.admin)
     identities = request.app["identities"]
     secret = await identities.start_session(account.name)
-    log.info("user=%r logged in", account.name)
+    log.info("login: client=%s user=%r logged in", client, account.name)
     response = web.HTTPFound(target)
     max_age = request.app["config"].hub.session_max_age
     set_cookie(response, request, SESSION_COOKIE, secret, max_age=max_age)

@@ -1,6 +1,7 @@
 """Tests for appliance.config: defaults, a full file, every kind of bad value, generate()."""
 
 import dataclasses
+import ipaddress
 import tomllib
 from pathlib import Path
 
@@ -20,6 +21,7 @@ runtime_dir = "/run/nb"
 session_max_age = "1h30m"
 ssl_cert = "/etc/ssl/nb.pem"
 ssl_key = "/etc/ssl/private/nb.key"
+trusted_proxies = ["127.0.0.1", "10.0.0.0/8", "::1"]
 
 [auth]
 pam_service = "login"
@@ -28,6 +30,12 @@ allowed_groups = ["students", "staff"]
 admin_group = ""
 admin_users = ["alice"]
 pam_threads = 8
+pam_queue = 0
+lookup_threads = 1
+max_failures = 3
+max_failures_per_address = 50
+lockout = "30s"
+lockout_max = "1h"
 
 [spawner]
 command = ["python3", "-m", "jupyter_server"]
@@ -62,11 +70,12 @@ def test_defaults():
     assert c.hub == config.HubConfig(
         listen="0.0.0.0", port=8000, state_dir=Path("/var/lib/notebook-appliance"),
         runtime_dir=Path("/run/notebook-appliance"), session_max_age=14 * 86400.0,
-        ssl_cert=None, ssl_key=None, redirect_port=0, user_domain="")
+        ssl_cert=None, ssl_key=None, redirect_port=0, trusted_proxies=(), user_domain="")
     assert c.auth == config.AuthConfig(
         pam_service="notebook-appliance", min_uid=1000, allowed_groups=(),
         admin_group="notebook-admins", admin_users=(), admin_access=False,
-        recheck_every=60.0, pam_threads=4)
+        recheck_every=60.0, pam_threads=4, pam_queue=500, lookup_threads=2, max_failures=5,
+        max_failures_per_address=50, lockout=60.0, lockout_max=900.0)
     assert c.spawner == config.SpawnerConfig(
         command=("jupyter-notebook",), start_timeout=120.0, stop_timeout=30.0,
         concurrent_spawns=4, admission="usage", named_servers_limit=0,
@@ -96,11 +105,14 @@ def test_full_file(tmp_path):
     assert c.hub == config.HubConfig(
         listen="::", port=8443, state_dir=Path("/srv/state"), runtime_dir=Path("/run/nb"),
         session_max_age=5400.0, ssl_cert=Path("/etc/ssl/nb.pem"),
-        ssl_key=Path("/etc/ssl/private/nb.key"), redirect_port=0, user_domain="")
+        ssl_key=Path("/etc/ssl/private/nb.key"), redirect_port=0,
+        trusted_proxies=(ipaddress.ip_network("127.0.0.1"), ipaddress.ip_network("10.0.0.0/8"),
+                         ipaddress.ip_network("::1")), user_domain="")
     assert c.auth == config.AuthConfig(
         pam_service="login", min_uid=2000, allowed_groups=("students", "staff"),
         admin_group="", admin_users=("alice",), admin_access=False, recheck_every=60.0,
-        pam_threads=8)
+        pam_threads=8, pam_queue=0, lookup_threads=1, max_failures=3,
+        max_failures_per_address=50, lockout=30.0, lockout_max=3600.0)
     assert c.spawner == config.SpawnerConfig(
         command=("python3", "-m", "jupyter_server"), start_timeout=60.0, stop_timeout=60.0,
         concurrent_spawns=8, admission="limits", named_servers_limit=0,
@@ -132,11 +144,19 @@ BAD = [
     ("[auth]\nmin_uid = 0",
      "auth.min_uid: expected a uid >= 1 (0 would let root log in), got 0"),
     ("[auth]\npam_threads = 0", "auth.pam_threads: expected an integer from 1 to 64, got 0"),
+    ("[auth]\nmax_failures = 0", "auth.max_failures: expected an integer from 1 to 1000, got 0"),
+    ("[auth]\nlockout = '10m'\nlockout_max = '5m'",
+     "auth.lockout_max: expected at least auth.lockout (10m), got 5m"),
+    ("[hub]\ntrusted_proxies = ['nginx']",
+     'hub.trusted_proxies: expected an address or network like "127.0.0.1" or "10.0.0.0/8", '
+     'got ["nginx"]'),
+    ("[hub]\ntrusted_proxies = '127.0.0.1'",
+     'hub.trusted_proxies: expected a list like ["127.0.0.1", "10.0.0.0/8"], got "127.0.0.1"'),
     ("[hub]\nstate_dir = 'var/lib/x'",
      'hub.state_dir: expected an absolute path, got "var/lib/x"'),
     ("[hub]\nprot = 8000",
      "hub.prot: unknown key, expected one of: listen, port, state_dir, runtime_dir, "
-     "session_max_age, ssl_cert, ssl_key, redirect_port, user_domain"),
+     "session_max_age, ssl_cert, ssl_key, redirect_port, trusted_proxies, user_domain"),
     ("[profiles.big]\nmemory = 'lots'",
      'profiles.big.memory: expected a size like "2G", got "lots"'),
     ("[profiles.big]\nsize = 3",

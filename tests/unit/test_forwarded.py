@@ -3,7 +3,8 @@
 import pytest
 from aiohttp import web
 
-from appliance.app import forwarded_proto_middleware, is_loopback
+from appliance.app import forwarded_proto_middleware
+from appliance.clientaddr import is_loopback
 from appliance.identity import set_cookie
 
 
