@@ -15,6 +15,7 @@ from aiohttp import web
 
 from appliance import (
     accountwatch,
+    adminpages,
     api,
     cgroups,
     culler,
@@ -61,6 +62,7 @@ def build_app(cfg: Config, middlewares: Sequence = ()) -> web.Application:
     app.cleanup_ctx.append(_reconcile_ctx)
     metrics.setup(app)
     pages.setup(app)
+    adminpages.setup(app)
     serverpages.setup(app)
     api.setup(app)
     userproxy.setup(app)

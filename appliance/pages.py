@@ -41,6 +41,7 @@ def setup(app: web.Application) -> None:
                              auto_reload=False)
     env.filters["size"] = format_size
     env.filters["cores"] = lambda n: f"{n:g} core" + ("" if n == 1 else "s")
+    env.filters["ago"] = ago
     for name in env.list_templates(extensions=["html"]):
         env.get_template(name)
     app["jinja"] = env
@@ -191,6 +192,18 @@ async def home(request: web.Request) -> web.Response:
                   profiles=options, named=spawner.named(identity.name),
                   named_limit=cfg.spawner.named_servers_limit,
                   idle_stop=in_words(culler.stops_at(cfg.culler, server)))
+
+
+def ago(when: float | None, now: float) -> str:
+    """ "12 min ago" for a moment past; "" for none."""
+    if not when:
+        return ""
+    seconds = max(0.0, now - when)
+    if seconds < 90:
+        return "just now"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min ago"
+    return f"{round(seconds / 3600)} h ago"
 
 
 def in_words(when: float | None) -> str:
