@@ -1,5 +1,5 @@
 """The REST API under /hub/api/, shaped like JupyterHub's so existing tools work; one module
-per resource, as JupyterHub's apihandlers/ (users, servers), shared helpers in base.
+per resource, as JupyterHub's apihandlers/ (users, servers, tokens), shared helpers in base.
 
 Field names and status codes follow JupyterHub's REST API (docs: reference/rest-api).
 """
@@ -7,7 +7,7 @@ Field names and status codes follow JupyterHub's REST API (docs: reference/rest-
 from aiohttp import web
 
 from appliance import __version__
-from appliance.api import servers, users
+from appliance.api import servers, tokens, users
 from appliance.api.base import isoformat, require_access, require_identity
 from appliance.api.servers import api_path, server_model, start_spawn
 from appliance.api.users import user_model
@@ -25,6 +25,7 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/hub/api/", get_info)
     users.setup(app)
     servers.setup(app)
+    tokens.setup(app)
 
 
 async def get_info(request: web.Request) -> web.Response:
