@@ -14,7 +14,16 @@ from pathlib import Path
 
 from aiohttp import web
 
-from appliance import accountwatch, api, origins, pages, profiles, serverpages, userproxy
+from appliance import (
+    accountwatch,
+    api,
+    origins,
+    pages,
+    profiles,
+    serverpages,
+    tokenpages,
+    userproxy,
+)
 from appliance.auth import Authenticator
 from appliance.config import Config
 from appliance.errors import ApplianceError, Forbidden, NotFound
@@ -43,6 +52,7 @@ def build_app(cfg: Config, middlewares: Sequence = ()) -> web.Application:
     app.cleanup_ctx.append(accountwatch.watch_ctx)
     pages.setup(app)
     serverpages.setup(app)
+    tokenpages.setup(app)
     api.setup(app)
     userproxy.setup(app)
     return app
