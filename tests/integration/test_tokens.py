@@ -228,3 +228,18 @@ async def test_the_secret_never_reaches_the_database_files(start_hub, hub_config
     for secret in secrets_:
         assert hash_secret(secret).encode() in stored, f"the rows are not in {files}"
         assert secret.encode() not in stored
+
+
+async def test_an_admin_issues_a_token_for_another_user_only_with_admin_access(
+        start_hub, hub_config, make_user, make_group):
+    admins = make_group()
+    alice, teacher = make_user(), make_user(groups=admins)
+    cfg = hub_config(auth={"admin_group": admins, "admin_access": True})
+    hub = await start_hub(cfg)
+    cli(cfg, "token", alice.name)  # alice is known to the hub
+    async with Browser(hub, token=cli(cfg, "token", teacher.name)) as t:
+        new = await create(t, alice.name, note="for alice")
+    assert new["user"] == alice.name
+    async with Browser(hub, token=new["token"]) as b:
+        async with b.request("GET", "/hub/api/user") as r:
+            assert (await r.json())["name"] == alice.name
