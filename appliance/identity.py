@@ -1,7 +1,8 @@
 """Who is making a request: session cookies, API tokens and the CSRF check.
 
 Lookups are cached briefly so relaying a request through the proxy costs no sqlite or NSS
-round trip; a logout drops its cache entry at once, other changes apply within CACHE_SECONDS.
+round trip; a logout or a token's revocation drops its cache entry at once, a token is not
+cached past its expiry, other changes apply within CACHE_SECONDS.
 """
 
 import base64

@@ -9,7 +9,7 @@ import time
 
 from aiohttp import web
 
-from appliance.api.tokens import check_note, token_model
+from appliance.api.tokens import check_note, parse_token_id, token_model
 from appliance.errors import BadRequest
 from appliance.pages import checked_form, current, render
 from appliance.store import TokenRecord
@@ -87,13 +87,16 @@ async def revoke_submit(request: web.Request) -> web.Response:
     """POST /hub/token/revoke: revoke one of the user's tokens and say so."""
     identity = await current(request)
     form = await checked_form(request)
-    token_id = str(form.get("id", ""))
-    store, number = request.app["store"], token_id[1:]
-    token = (await store.get_token(identity.name, int(number))
-             if token_id.startswith("a") and number.isdigit() else None)
+    token = await own_token(request, identity.name, str(form.get("id", "")))
     if token is None or not await request.app["identities"].revoke_token(identity.name,
                                                                            token.id):
         return await show(request, status=404, message="There is no such token; it may "
                           "have been revoked already.")
-    label = f"“{token.note}”" if token.note else token_id
+    label = f"“{token.note}”" if token.note else token_model(token)["id"]
     return await show(request, message=f"Revoked the token {label}: it no longer works.")
+
+
+async def own_token(request: web.Request, user: str, token_id: str) -> TokenRecord | None:
+    """user's token with this (JupyterHub-style) id, or None."""
+    number = parse_token_id(token_id)
+    return None if number is None else await request.app["store"].get_token(user, number)

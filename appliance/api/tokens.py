@@ -103,14 +103,20 @@ async def create_token(request: web.Request) -> web.Response:
     return web.json_response({**token_model(token), "token": secret}, status=201)
 
 
+def parse_token_id(text: str) -> int | None:
+    """The store's id in a JupyterHub token id ("a12" -> 12), or None for anything else."""
+    match = _TOKEN_ID.fullmatch(text)
+    return int(match[1]) if match else None
+
+
 async def token_in_url(request: web.Request) -> tuple[str, int]:
     """The user and the token id in the URL; a token that is not theirs is NotFound, as
     one that does not exist (its existence is not revealed)."""
     _, name = await require_access(request)
-    match = _TOKEN_ID.fullmatch(request.match_info["token_id"])
-    if match is None:
+    token_id = parse_token_id(request.match_info["token_id"])
+    if token_id is None:
         raise _no_token(name, request.match_info["token_id"])
-    return name, int(match[1])
+    return name, token_id
 
 
 def _no_token(name: str, token_id) -> NotFound:

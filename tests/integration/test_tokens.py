@@ -95,7 +95,7 @@ async def test_only_the_owner_or_an_admin_and_another_users_id_is_not_found(
         for method in ("GET", "DELETE"):  # alice's id under bob's name: as if it did not exist
             async with b.request(method, f"/hub/api/users/{bob.name}/tokens/{alices}") as r:
                 assert r.status == 404
-        for bad in ("1", "a0", "a-1", "b1", "a1x"):
+        for bad in ("1", "a0", "a-1", "b1", "a1x", "a" + "9" * 25):
             async with b.request("GET", f"/hub/api/users/{bob.name}/tokens/{bad}") as r:
                 assert r.status == 404, bad
 
@@ -200,9 +200,10 @@ async def test_the_page_shows_a_token_once_and_revokes_only_ones_own(start_hub, 
         assert token.expires - token.created == 7 * 86400
         async with a.request("GET", "/hub/token") as r:
             assert secret not in await r.text()
-        async with b.request("POST", "/hub/token/revoke", data={
-                "_xsrf": b.xsrf, "id": f"a{token.id}"}) as r:
-            assert r.status == 404 and "no such token" in await r.text()
+        for other in (f"a{token.id}", "a" + "9" * 25, ""):
+            async with b.request("POST", "/hub/token/revoke", data={
+                    "_xsrf": b.xsrf, "id": other}) as r:
+                assert r.status == 404 and "no such token" in await r.text()
         assert await whoami(hub, secret) == 200
         async with a.request("POST", "/hub/token", data={
                 "_xsrf": a.xsrf, "note": "x", "expiry": "forever"}) as r:
