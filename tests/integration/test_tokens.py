@@ -215,6 +215,23 @@ async def test_the_page_shows_a_token_once_and_revokes_only_ones_own(start_hub, 
         assert await whoami(hub, secret) == 401
 
 
+async def test_the_page_says_expired_in_words(start_hub, make_user):
+    alice = make_user()
+    hub = await start_hub()
+    async with Browser(hub) as a:
+        await a.login(alice.name, alice.password)
+        async with a.request("POST", f"/hub/api/users/{alice.name}/tokens",
+                             json={"note": "brief", "expires_in": 1},
+                             headers={"X-XSRFToken": a.xsrf}) as r:
+            assert r.status == 201
+            expires = when((await r.json())["expires_at"])
+        while time.time() <= expires:
+            await asyncio.sleep(0.2)
+        async with a.request("GET", "/hub/token") as r:
+            page = await r.text()
+        assert '<td class="expires">expired</td>' in page and 'class="token expired"' in page
+
+
 async def test_the_secret_never_reaches_the_database_files(start_hub, hub_config, make_user):
     alice = make_user()
     cfg = hub_config()
