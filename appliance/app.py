@@ -24,6 +24,7 @@ from appliance import (
     pages,
     profiles,
     serverpages,
+    tokenpages,
     usage,
     userproxy,
 )
@@ -64,6 +65,7 @@ def build_app(cfg: Config, middlewares: Sequence = ()) -> web.Application:
     pages.setup(app)
     adminpages.setup(app)
     serverpages.setup(app)
+    tokenpages.setup(app)
     api.setup(app)
     userproxy.setup(app)
     return app

@@ -1,7 +1,8 @@
 """Who is making a request: session cookies, API tokens and the CSRF check.
 
 Lookups are cached briefly so relaying a request through the proxy costs no sqlite or NSS
-round trip; a logout drops its cache entry at once, other changes apply within CACHE_SECONDS.
+round trip; a logout or a token's revocation drops its cache entry at once, a token is not
+cached past its expiry, other changes apply within CACHE_SECONDS.
 """
 
 import base64
@@ -73,18 +74,28 @@ class Identities:
         hit = self._cache.get(key)
         if hit and hit[0] > time.monotonic():
             return hit[1]
-        identity = await self._lookup(via, secret, host)
+        identity, valid_for = await self._lookup(via, secret, host)
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[key] = (time.monotonic() + CACHE_SECONDS, identity)
+        self._cache[key] = (time.monotonic() + min(CACHE_SECONDS, valid_for), identity)
         return identity
 
-    async def _lookup(self, via: str, secret: str, host: str = "") -> Identity | None:
-        """Ask the store who owns the secret, then re-check the account policy."""
+    async def _lookup(self, via: str, secret: str,
+                      host: str = "") -> tuple[Identity | None, float]:
+        """Ask the store who owns the secret, then re-check the account policy; with how
+        long the answer may be cached (a token's answer not past its expiry)."""
+        valid_for = CACHE_SECONDS
         if via == "token":
-            name = await self.store.token_user(secret)
+            token = await self.store.use_token(secret)
+            name = token.user if token else None
+            if token and token.expires is not None:
+                valid_for = max(0.0, token.expires - time.time())
         else:
             name = await self.store.session_user(secret, host)
+        return await self._account_identity(name, via), valid_for
+
+    async def _account_identity(self, name: str | None, via: str) -> Identity | None:
+        """The identity of name if the account policy still allows them, else None."""
         if name is None:
             return None
         try:
@@ -99,6 +110,15 @@ class Identities:
         for key, (_, identity) in list(self._cache.items()):
             if identity is not None and identity.name == name:
                 self._cache.pop(key, None)
+
+    async def revoke_token(self, user: str, token_id: int) -> bool:
+        """Delete one of user's API tokens and forget it in the cache, so it is refused from
+        the next request on; False when user has no such token."""
+        digest = await self.store.revoke_token(user, token_id)
+        if digest is None:
+            return False
+        self._cache.pop(digest, None)  # the cache's key of a token is the store's hash
+        return True
 
     async def start_session(self, name: str, host: str = "") -> str:
         """Create a session (on the hub, or on a user's host); returns the cookie value."""

@@ -85,6 +85,8 @@ _MIGRATIONS = (
     CREATE INDEX usage_stopped ON usage(stopped);
     """,
 )
+#: A token's columns in TokenRecord's order (never its hash).
+_TOKEN_COLUMNS = "id, user, note, created, last_used, expires"
 #: A token's last_used is written at most this often (seconds): a busy tool is not a write
 #: per request.
 LAST_USED_EVERY = 60.0
@@ -110,6 +112,10 @@ class TokenRecord:
     created: float
     last_used: float | None
     expires: float | None
+    #: What the token may do. Every token has its owner's full access for now, which is
+    #: JupyterHub's default token scope, the "inherit" metascope; stored per token when
+    #: scopes come (issue 9).
+    scopes: tuple[str, ...] = ("inherit",)
 
 
 @dataclass(frozen=True)
@@ -280,36 +286,68 @@ class Store:
     def create_token_sync(self, user: str, note: str = "",
                           expires_in: float | None = None) -> str:
         """create_token for the CLI, which has no event loop."""
+        return self._issue_token(user, note, expires_in)[0]
+
+    async def issue_token(self, user: str, note: str = "",
+                          expires_in: float | None = None) -> tuple[str, TokenRecord]:
+        """A new API token for user: the secret (only its hash is stored) and its record."""
+        return await self._run(self._issue_token, user, note, expires_in)
+
+    def _issue_token(self, user: str, note: str,
+                     expires_in: float | None) -> tuple[str, TokenRecord]:
         secret, now = new_secret(), time.time()
         self._q("INSERT INTO users(name, admin, created) VALUES (?, 0, ?) "
                 "ON CONFLICT(name) DO NOTHING", user, now)
-        self._q("INSERT INTO tokens(hash, user, note, created, expires) VALUES (?, ?, ?, ?, ?)",
-                hash_secret(secret), user, note, now, now + expires_in if expires_in else None)
-        return secret
+        rows = self._q("INSERT INTO tokens(hash, user, note, created, expires) "
+                       f"VALUES (?, ?, ?, ?, ?) RETURNING {_TOKEN_COLUMNS}",
+                       hash_secret(secret), user, note, now,
+                       now + expires_in if expires_in else None)
+        return secret, TokenRecord(*rows[0])
 
     async def token_user(self, secret: str) -> str | None:
         """The user an unexpired API token belongs to, or None; records its use."""
-        return await self._run(self._token_user, hash_secret(secret))
+        token = await self.use_token(secret)
+        return token.user if token else None
 
-    def _token_user(self, digest: str) -> str | None:
+    async def use_token(self, secret: str) -> TokenRecord | None:
+        """The unexpired API token with this secret, or None; records its use (last_used,
+        at most every LAST_USED_EVERY seconds)."""
+        return await self._run(self._use_token, hash_secret(secret))
+
+    def _use_token(self, digest: str) -> TokenRecord | None:
         now = time.time()
-        rows = self._q("SELECT user FROM tokens WHERE hash=? AND (expires IS NULL OR expires>?)",
-                       digest, now)
+        rows = self._q(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE hash=? AND "
+                       "(expires IS NULL OR expires>?)", digest, now)
         if rows:
             self._q("UPDATE tokens SET last_used=? WHERE hash=? AND "
                     "(last_used IS NULL OR last_used<?)", now, digest, now - LAST_USED_EVERY)
-        return rows[0][0] if rows else None
+        return TokenRecord(*rows[0]) if rows else None
+
+    async def list_tokens(self, user: str) -> list[TokenRecord]:
+        """A user's tokens, oldest first (expired ones too)."""
+        return await self._run(self.list_tokens_sync, user)
 
     def list_tokens_sync(self, user: str) -> list[TokenRecord]:
         """A user's tokens, oldest first (expired ones too, so their owner sees them end)."""
-        rows = self._q("SELECT id, user, note, created, last_used, expires FROM tokens "
-                       "WHERE user=? ORDER BY id", user)
+        rows = self._q(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE user=? ORDER BY id", user)
         return [TokenRecord(*r) for r in rows]
+
+    async def get_token(self, user: str, token_id: int) -> TokenRecord | None:
+        """One of user's tokens by id; None when it is not theirs or does not exist."""
+        rows = await self._run(self._q, f"SELECT {_TOKEN_COLUMNS} FROM tokens "
+                               "WHERE user=? AND id=?", user, token_id)
+        return TokenRecord(*rows[0]) if rows else None
+
+    async def revoke_token(self, user: str, token_id: int) -> str | None:
+        """Delete one of user's tokens by id; the hash it had (a cache key of the token),
+        or None when user has no such token."""
+        rows = await self._run(self._q, "DELETE FROM tokens WHERE user=? AND id=? "
+                               "RETURNING hash", user, token_id)
+        return rows[0][0] if rows else None
 
     def revoke_token_sync(self, token_id: int) -> TokenRecord | None:
         """Delete a token by id; the token it was, or None if there is none."""
-        rows = self._q("SELECT id, user, note, created, last_used, expires FROM tokens "
-                       "WHERE id=?", token_id)
+        rows = self._q(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE id=?", token_id)
         self._q("DELETE FROM tokens WHERE id=?", token_id)
         return TokenRecord(*rows[0]) if rows else None
 

@@ -5,6 +5,7 @@ browser is downloaded. Every call blocks, so async tests run a browser in a work
 (asyncio.to_thread) while the hub answers on the test's event loop.
 """
 
+import base64
 import shutil
 from pathlib import Path
 
@@ -137,9 +138,22 @@ class Page:
         return self.driver.execute_script(
             "return JSON.parse(sessionStorage.getItem('progress') || '[]')")
 
-    def screenshot(self, path: Path) -> Path:
-        """Save the viewport as a PNG."""
+    def screenshot(self, path: Path, whole: bool = False) -> Path:
+        """Save the viewport (or, whole, the page from top to bottom) as a PNG."""
         path.parent.mkdir(parents=True, exist_ok=True)
+        if whole:
+            path.write_bytes(self._whole_page_png())
+            return path
         assert self.driver.save_screenshot(str(path)), f"no screenshot written to {path}"
         return path
+
+    def _whole_page_png(self) -> bytes:
+        """The whole document as a PNG, through the DevTools protocol (Page.captureScreenshot
+        beyond the viewport: WebDriver's own screenshot stops at the viewport)."""
+        size = self.driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+        shot = self.driver.execute_cdp_cmd("Page.captureScreenshot", {
+            "format": "png", "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": VIEWPORT[0], "height": size["height"],
+                     "scale": 1}})
+        return base64.b64decode(shot["data"])
 

@@ -6,11 +6,13 @@ tests/infra/nspawn.sh sets to a writable bind mount), else the test's tmp_path:
 
     APPLIANCE_ARTIFACTS=$PWD/docs tests/run tests/integration/test_ui.py
 
-refreshes docs/screenshot-home.png.
+refreshes docs/screenshot-home.png (and the others: profiles, named, tokens).
 """
 
 import asyncio
+import calendar
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ pytest.importorskip("selenium", reason="python3-selenium is missing (see "
 
 from appliance import units  # noqa: E402
 
+from .browser import Browser  # noqa: E402
 from .chromium import Page, missing  # noqa: E402
 from .conftest import OSUser  # noqa: E402
 
@@ -247,3 +250,60 @@ async def test_profiles_on_the_spawn_page_and_a_named_server_from_home(
     spawner = hub.app["spawner"]
     assert spawner.get(alice.name).profile.name == "large"
     assert spawner.find(alice.name, "project").ready
+
+
+def request_a_token(page: Page, user: OSUser, note: str, shots: Path) -> tuple[str, str]:
+    """(i) From home, the nav's Token page: a note and 1 day give a token shown once, with
+    its row in the list; returns the token and its id."""
+    page.open("/hub/login")
+    log_in(page, user)
+    page.wait_for_path("/hub/home")
+    page.link("Token").click()
+    page.wait_for_path("/hub/token")
+    page.fill("#note", note)
+    page.find("#expiry option[value='1d']").click()
+    page.button("Request new token").click()
+    page.wait_for(lambda p: p.all("#token-secret"), what="the new token")
+    assert "it will not be shown again" in page.text("#new-token")
+    [row] = page.all("tr.token")
+    assert row.find_element("css selector", "td.note").text == note
+    assert row.find_element("css selector", "td.last-used").text == "never"
+    expires = row.find_element("css selector", "td.expires").text
+    in_a_day = time.time() + 86400
+    shown = calendar.timegm(time.strptime(expires, "%Y-%m-%d %H:%M"))  # the page says UTC
+    assert abs(shown - in_a_day) < 600, (expires, in_a_day)
+    page.screenshot(shots / "screenshot-tokens.png", whole=True)
+    return page.text("#token-secret"), row.get_attribute("data-id")
+
+
+def reload_then_revoke(page: Page, secret: str, token_id: str, note: str) -> None:
+    """(j) Loaded again, the page no longer shows the token but lists it, used; Revoke
+    says so in words and the row goes."""
+    page.open("/hub/token")
+    page.wait_for_path("/hub/token")
+    assert not page.all("#token-secret") and secret not in page.driver.page_source
+    row = page.find(f"tr.token[data-id='{token_id}']")
+    assert row.find_element("css selector", "td.last-used").text != "never"
+    row.find_element("css selector", "button").click()
+    page.wait_for(lambda p: p.text("#token-message"), what="revocation message")
+    assert page.text("#token-message") == f"Revoked the token “{note}”: it no longer works."
+    assert not page.all("tr.token") and "You have no tokens." in page.text("#tokens")
+
+
+async def status_with(hub, token: str) -> int:
+    """GET /hub/api/user with the token, from Python: its status (the name on a 200)."""
+    async with Browser(hub, token=token) as api:
+        async with api.request("GET", "/hub/api/user") as r:
+            return (await r.json())["name"] if r.status == 200 else r.status
+
+
+async def test_a_token_from_the_page_works_once_shown_then_revoked(start_hub, make_user,
+                                                                  chromium, shots):
+    alice = make_user()
+    hub = await start_hub()
+    page = await asyncio.to_thread(chromium, hub)
+    note = "grading script"
+    secret, token_id = await asyncio.to_thread(request_a_token, page, alice, note, shots)
+    assert await status_with(hub, secret) == alice.name
+    await asyncio.to_thread(reload_then_revoke, page, secret, token_id, note)
+    assert await status_with(hub, secret) in (401, 403)

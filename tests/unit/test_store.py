@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from appliance.store import _SCHEMA, SCHEMA_VERSION, ServerRecord, Store, open_sync
+from appliance.store import _SCHEMA, SCHEMA_VERSION, ServerRecord, Store, hash_secret, open_sync
 
 
 @pytest.fixture
@@ -123,3 +123,17 @@ async def test_sessions_of_a_user_end_together_and_expired_ones_are_purged(store
     assert [await store.session_user(s) for s in live] == [None, None]
     assert await store.session_user(erin) == "erin"
     assert await store.users_with_credentials() == ["erin"]
+
+
+async def test_a_token_is_read_and_revoked_only_through_its_owner(store):
+    secret, token = await store.issue_token("carol", "script", expires_in=3600)
+    assert (token.user, token.note, token.last_used) == ("carol", "script", None)
+    assert token.expires - token.created == 3600
+    assert await store.get_token("carol", token.id) == token
+    assert await store.get_token("dave", token.id) is None
+    assert await store.revoke_token("dave", token.id) is None
+    assert await store.token_user(secret) == "carol"
+    digest = await store.revoke_token("carol", token.id)
+    assert digest == hash_secret(secret) and digest != secret
+    assert await store.token_user(secret) is None
+    assert await store.list_tokens("carol") == []

@@ -1,25 +1,17 @@
-"""The REST API under /hub/api/, shaped like JupyterHub's so existing tools work.
-
-Field names and status codes follow JupyterHub's REST API (docs: reference/rest-api).
-"""
+"""The servers resource: start and stop a user's default and named servers, and follow a
+start's progress as server-sent events (JupyterHub's /users/<name>/server[s/<server>])."""
 
 import asyncio
 import json
-import logging
-from datetime import datetime, timezone
 
 from aiohttp import web
 
-from appliance import __version__, access, profiles
-from appliance.errors import BadRequest, Forbidden, NotAuthenticated, NotFound
-from appliance.identity import Identity
+from appliance import profiles
+from appliance.api.base import isoformat, json_object, require_access
+from appliance.errors import BadRequest, NotFound
 from appliance.units import Owner
 from appliance.userserver import Server, ServerState, check_server_name
 
-log = logging.getLogger(__name__)
-
-#: The JupyterHub REST API level we implement; clients compare against it.
-JUPYTERHUB_API_VERSION = "4.0.0"
 #: How long POST/DELETE wait before answering 202 (JupyterHub's slow_spawn_timeout).
 SLOW_TIMEOUT = 10.0
 #: Event-stream keepalive interval (JupyterHub uses 8 s).
@@ -27,27 +19,15 @@ KEEPALIVE_SECONDS = 8.0
 
 
 def setup(app: web.Application) -> None:
-    """Register the API routes."""
+    """Register the server routes: the default server, and JupyterHub's named servers under
+    .../servers/<server>."""
     r = app.router
-    r.add_get("/hub/api", get_info)
-    r.add_get("/hub/api/", get_info)
-    r.add_get("/hub/api/user", get_self)
-    r.add_get("/hub/api/users", get_users)
-    r.add_get("/hub/api/users/{name}", get_user)
-    # The default server, and JupyterHub's named servers under .../servers/<server>.
     for path in ("/hub/api/users/{name}/server", "/hub/api/users/{name}/servers/{server}"):
         r.add_post(path, start_server)
         r.add_delete(path, stop_server)
         r.add_get(path + "/progress", progress)
     app["progress_streams"] = set()
     app.on_shutdown.append(end_progress_streams)
-
-
-def isoformat(ts: float | None) -> str | None:
-    """JupyterHub's timestamps: ISO 8601 in UTC with a Z."""
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def api_path(server: Server) -> str:
@@ -71,80 +51,6 @@ def server_model(server: Server) -> dict:
     }
 
 
-def user_model(record, servers: list[Server]) -> dict:
-    """JupyterHub's user model; `servers` lists the active ones, as JupyterHub does."""
-    default = next((s for s in servers if not s.name), None)
-    active = [s for s in servers if s.state != ServerState.STOPPED]
-    return {
-        "kind": "user", "name": record.name, "admin": record.admin, "groups": [],
-        "server": default.url if default is not None and default.ready else None,
-        "pending": default.pending if default is not None else None,
-        "created": isoformat(record.created),
-        "last_activity": isoformat(max(filter(None, [
-            record.last_activity, *(s.last_activity for s in servers)]), default=None)),
-        "servers": {s.name: server_model(s) for s in active},
-    }
-
-
-def servers_of(request: web.Request, name: str) -> list[Server]:
-    """A user's default server (if the hub knows it) and named servers."""
-    spawner = request.app["spawner"]
-    default = spawner.find(name)
-    return ([default] if default else []) + spawner.named(name)
-
-
-async def require_identity(request: web.Request) -> Identity:
-    """The caller; cookie callers must also pass the CSRF check on writes."""
-    identity = await request.app["identities"].of_request(request)
-    if identity is None:
-        raise NotAuthenticated("no valid token or session", user_message="Authentication "
-                               "required: send 'Authorization: token <your API token>'.")
-    if identity.via == "cookie" and request.method not in ("GET", "HEAD"):
-        request.app["identities"].check_xsrf(request, request.headers.get("X-XSRFToken"))
-    return identity
-
-
-async def require_access(request: web.Request) -> tuple[Identity, str]:
-    """The caller and the user named in the URL; only that user or an admin may go on."""
-    identity = await require_identity(request)
-    name = request.match_info["name"]
-    access.check(identity, name, f"You may not act on {name}.")
-    return identity, name
-
-
-async def get_info(request: web.Request) -> web.Response:
-    """GET /hub/api/: the version (no authentication, as JupyterHub)."""
-    return web.json_response({"version": JUPYTERHUB_API_VERSION, "appliance": __version__})
-
-
-async def get_self(request: web.Request) -> web.Response:
-    """GET /hub/api/user: the caller's own model."""
-    identity = await require_identity(request)
-    return web.json_response(await _model_of(request, identity.name))
-
-
-async def get_users(request: web.Request) -> web.Response:
-    """GET /hub/api/users: every user (admins only)."""
-    identity = await require_identity(request)
-    if not identity.admin:
-        raise Forbidden(f"{identity.name} is not an admin", user_message="Admins only.")
-    records = await request.app["store"].list_users()
-    return web.json_response([user_model(r, servers_of(request, r.name)) for r in records])
-
-
-async def get_user(request: web.Request) -> web.Response:
-    """GET /hub/api/users/{name}."""
-    _, name = await require_access(request)
-    return web.json_response(await _model_of(request, name))
-
-
-async def _model_of(request: web.Request, name: str) -> dict:
-    record = await request.app["store"].get_user(name)
-    if record is None:
-        raise NotFound(f"no user {name}", user_message=f"No user named {name}.")
-    return user_model(record, servers_of(request, name))
-
-
 def server_name(request: web.Request) -> str:
     """The named server in the URL ("" for the default server), checked."""
     name = request.match_info.get("server", "")
@@ -166,18 +72,11 @@ async def start_spawn(request: web.Request, name: str, server: str,
 
 async def user_options(request: web.Request) -> dict:
     """JupyterHub's user_options: the POST body, a JSON object (or nothing)."""
-    if not request.can_read_body:
-        return {}
-    try:
-        options = await request.json()
-    except ValueError:
-        raise BadRequest("user_options is not JSON",
-                         user_message='Send user_options as a JSON object, like '
-                                      '{"profile": "large"}.') from None
-    if not isinstance(options, dict) or not isinstance(options.get("profile", ""), str):
+    example = '{"profile": "large"}'
+    options = await json_object(request, "user_options", example)
+    if not isinstance(options.get("profile", ""), str):
         raise BadRequest("user_options must be an object with a string profile",
-                         user_message='Send user_options as a JSON object, like '
-                                      '{"profile": "large"}.')
+                         user_message=f"Send user_options as a JSON object, like {example}.")
     return options
 
 
