@@ -9,16 +9,14 @@ Rendered on the server (sorting, filtering, a sparkline as inline SVG); a small 
 import asyncio
 import grp
 import json
-import os
 import pwd
 import time
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-import psutil
 from aiohttp import web
 
-from appliance import access, capacity, usage
+from appliance import access, capacity, cgroups, usage
 from appliance.api import start_spawn
 from appliance.auth import Authenticator
 from appliance.errors import Conflict, Forbidden
@@ -125,13 +123,9 @@ def fill_numbers(row: Row, spawner, server) -> None:
     row.started, row.last_activity = server.started, server.last_activity
     if not server.ready:
         return
-    profile = server.profile
-    row.memory_limit = profile.memory if profile is not None else None
-    reading = spawner.sampler.latest.get(server.unit)
-    row.memory = reading.memory if reading is not None else None
-    cores = spawner.sampler.cpu_cores(server.unit)
-    if cores is not None and profile is not None and profile.cpu:
-        row.cpu_percent = round(100 * cores / profile.cpu, 1)
+    live = cgroups.figures(spawner.sampler, server)
+    row.memory, row.memory_limit, row.cpu_percent = (live["memory"], live["memory_limit"],
+                                                     live["cpu_percent"])
     row.sparkline = sparkline([m for _, m in spawner.sampler.history.get(server.unit, ())],
                               row.memory_limit)
 
@@ -164,20 +158,6 @@ def select(all_rows: list[Row], q: str, state: str, sort: str, desc: bool) -> li
     return known + sorted((r for r in picked if getattr(r, attr) is None), key=lambda r: r.name)
 
 
-async def host_figures(app: web.Application) -> dict:
-    """The machine at the top of the page: servers' memory against their cap and the RAM,
-    CPU load, servers running and pending."""
-    cfg, spawner = app["config"], app["spawner"]
-    memory = await capacity.slice_memory(spawner.systemd, cfg.spawner.slice, False)
-    total = await asyncio.get_running_loop().run_in_executor(None, lambda: psutil
-                                                             .virtual_memory().total)
-    servers = list(spawner.servers.values())
-    return {"memory_used": memory.in_use, "memory_cap": memory.cap, "memory_total": total,
-            "load": os.getloadavg()[0], "cores": os.cpu_count() or 1,
-            "running": sum(1 for s in servers if s.ready),
-            "pending": sum(1 for s in servers if s.pending)}
-
-
 async def admin_page(request: web.Request) -> web.Response:
     """GET /hub/admin: the table, sorted and filtered as the query asks."""
     await require_admin(request)
@@ -189,7 +169,8 @@ async def admin_page(request: web.Request) -> web.Response:
     links = {s: "?" + urlencode({"q": q, "state": state, "sort": s,
                                  "order": "asc" if s == sort and desc else
                                  ("desc" if s == sort else "asc")}) for s in SORTS}
-    return render(request, "admin.html", rows=shown, host=await host_figures(request.app),
+    host = await capacity.host_figures(request.app["spawner"])
+    return render(request, "admin.html", rows=shown, host=host,
                   q=q, state=state, sort=sort, desc=desc, links=links, states=STATES,
                   done=request.query.get("done", ""),
                   admin_access=request.app["config"].auth.admin_access, now=time.time(),
@@ -203,7 +184,7 @@ async def admin_stream(request: web.Request) -> web.StreamResponse:
                                            "Cache-Control": "no-store"})
     await response.prepare(request)
     while True:
-        data = {"host": await host_figures(request.app),
+        data = {"host": await capacity.host_figures(request.app["spawner"]),
                 "rows": [r.live() for r in await rows(request.app) if r.state != "stopped"
                          or r.started]}
         await response.write(f"data: {json.dumps(data)}\n\n".encode())

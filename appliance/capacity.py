@@ -13,6 +13,7 @@ cgroup v1 controllers).
 
 import asyncio
 import logging
+import os
 
 import psutil
 
@@ -60,3 +61,16 @@ def cgroup_use(cgroup: str) -> int | None:
         return current - int(stat["file"]) + int(stat.get("shmem", 0))
     except (OSError, ValueError, KeyError):
         return None
+
+
+async def host_figures(spawner) -> dict:
+    """The machine as the admin page and /hub/api/stats show it: the servers' memory against
+    their cap and the RAM, the CPU load, servers running and pending."""
+    cfg = spawner.cfg.spawner
+    memory = await slice_memory(spawner.systemd, cfg.slice, False)
+    total = (await asyncio.get_running_loop().run_in_executor(None, psutil.virtual_memory)).total
+    servers = list(spawner.servers.values())
+    return {"memory_used": memory.in_use, "memory_cap": memory.cap, "memory_total": total,
+            "load": os.getloadavg()[0], "cores": os.cpu_count() or 1,
+            "running": sum(1 for s in servers if s.ready),
+            "pending": sum(1 for s in servers if s.pending)}

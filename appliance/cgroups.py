@@ -125,3 +125,19 @@ async def sample(spawner, sampler: Sampler) -> None:
         for unit, reading in readings.items():
             if reading.oom_kills is not None and unit in servers:
                 spawner.oom_counted(servers[unit], reading.oom_kills)
+
+
+def figures(sampler: Sampler, server) -> dict:
+    """A ready server's live numbers as the API and the admin page give them: memory now and
+    its limit (bytes), CPU as a percentage of its quota; None where unknown."""
+    out = {"memory": None, "memory_limit": None, "cpu_percent": None}
+    if not server.ready:
+        return out
+    profile = server.profile
+    out["memory_limit"] = profile.memory if profile is not None else None
+    reading = sampler.latest.get(server.unit)
+    out["memory"] = reading.memory if reading is not None else None
+    cores = sampler.cpu_cores(server.unit)
+    if cores is not None and profile is not None and profile.cpu:
+        out["cpu_percent"] = round(100 * cores / profile.cpu, 1)
+    return out

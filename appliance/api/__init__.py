@@ -7,7 +7,7 @@ Field names and status codes follow JupyterHub's REST API (docs: reference/rest-
 from aiohttp import web
 
 from appliance import __version__
-from appliance.api import servers, tokens, users
+from appliance.api import hub, servers, tokens, users
 from appliance.api.base import isoformat, require_access, require_identity
 from appliance.api.servers import api_path, server_model, start_spawn
 from appliance.api.users import user_model
@@ -26,6 +26,7 @@ def setup(app: web.Application) -> None:
     users.setup(app)
     servers.setup(app)
     tokens.setup(app)
+    hub.setup(app)
 
 
 async def get_info(request: web.Request) -> web.Response:

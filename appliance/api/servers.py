@@ -6,9 +6,10 @@ import json
 
 from aiohttp import web
 
-from appliance import profiles
+from appliance import access, cgroups, profiles
 from appliance.api.base import isoformat, json_object, require_access
 from appliance.errors import BadRequest, NotFound
+from appliance.events import Cause
 from appliance.units import Owner
 from appliance.userserver import Server, ServerState, check_server_name
 
@@ -37,9 +38,11 @@ def api_path(server: Server) -> str:
     return f"/hub/api/users/{server.user}/server"
 
 
-def server_model(server: Server) -> dict:
-    """One entry of a user's `servers`."""
-    return {
+def server_model(server: Server, sampler=None) -> dict:
+    """One entry of a user's `servers`; with the cgroup sampler, its live memory, limit and
+    CPU too (extra fields: JupyterHub's clients ignore them)."""
+    live = cgroups.figures(sampler, server) if sampler is not None else {}
+    return {**live,
         "name": server.name, "ready": server.ready, "pending": server.pending,
         "url": server.url, "started": isoformat(server.started),
         "last_activity": isoformat(server.last_activity),
@@ -104,7 +107,7 @@ async def stop_server(request: web.Request) -> web.Response:
 
     A named server's body may say {"remove": true}: it is then forgotten once stopped.
     """
-    _, name = await require_access(request)
+    identity, name = await require_access(request)
     server_name_ = server_name(request)
     remove = bool(server_name_ and (await user_options(request)).get("remove"))
     spawner = request.app["spawner"]
@@ -118,7 +121,8 @@ async def stop_server(request: web.Request) -> web.Response:
         if remove and server.state == ServerState.STOPPED:
             await spawner.remove(name, server_name_)
         return web.Response(status=204 if server.state == ServerState.STOPPED else 202)
-    task = asyncio.ensure_future(_stop(spawner, name, server_name_, remove))
+    task = asyncio.ensure_future(_stop(spawner, name, server_name_, remove,
+                                       access.stop_cause(identity, name)))
     done, _ = await asyncio.wait({task}, timeout=SLOW_TIMEOUT)
     if task in done:
         task.result()
@@ -126,9 +130,9 @@ async def stop_server(request: web.Request) -> web.Response:
     return web.Response(status=202)
 
 
-async def _stop(spawner, name: str, server: str, remove: bool) -> None:
+async def _stop(spawner, name: str, server: str, remove: bool, cause: Cause) -> None:
     """Stop, then forget the named server when asked to."""
-    await spawner.stop(name, server)
+    await spawner.stop(name, server, cause=cause)
     if remove:
         await spawner.remove(name, server)
 

@@ -17,8 +17,9 @@ def setup(app: web.Application) -> None:
     r.add_get("/hub/api/users/{name}", get_user)
 
 
-def user_model(record, servers: list[Server]) -> dict:
-    """JupyterHub's user model; `servers` lists the active ones, as JupyterHub does."""
+def user_model(record, servers: list[Server], sampler=None) -> dict:
+    """JupyterHub's user model; `servers` lists the active ones, as JupyterHub does (with
+    the sampler: each with its live memory and CPU)."""
     default = next((s for s in servers if not s.name), None)
     active = [s for s in servers if s.state != ServerState.STOPPED]
     return {
@@ -28,7 +29,7 @@ def user_model(record, servers: list[Server]) -> dict:
         "created": isoformat(record.created),
         "last_activity": isoformat(max(filter(None, [
             record.last_activity, *(s.last_activity for s in servers)]), default=None)),
-        "servers": {s.name: server_model(s) for s in active},
+        "servers": {s.name: server_model(s, sampler) for s in active},
     }
 
 
@@ -59,7 +60,9 @@ async def get_users(request: web.Request) -> web.Response:
     if not identity.admin:
         raise Forbidden(f"{identity.name} is not an admin", user_message="Admins only.")
     records = await request.app["store"].list_users()
-    return web.json_response([user_model(r, servers_of(request, r.name)) for r in records])
+    sampler = request.app["spawner"].sampler
+    return web.json_response([user_model(r, servers_of(request, r.name), sampler)
+                              for r in records])
 
 
 async def get_user(request: web.Request) -> web.Response:
@@ -69,4 +72,5 @@ async def get_user(request: web.Request) -> web.Response:
 
 
 async def _model_of(request: web.Request, name: str) -> dict:
-    return user_model(await user_record(request, name), servers_of(request, name))
+    return user_model(await user_record(request, name), servers_of(request, name),
+                      request.app["spawner"].sampler)

@@ -136,3 +136,36 @@ async def test_the_page_updates_live_in_chromium(start_hub, hub_config, make_use
         print(await asyncio.to_thread(watch_live, page, teacher, shots))
     finally:
         page.quit()
+
+
+async def test_the_json_behind_it(start_hub, hub_config, make_user):
+    """GET /hub/api/users gains memory, memory_limit and cpu_percent for running servers;
+    /hub/api/stats gives the host's figures and /hub/api/usage the ended sessions (with who
+    stopped them); all for admins only."""
+    cfg, hub, teacher, students = await classroom(start_hub, hub_config, make_user)
+    first = students[0].name
+    async with Browser(hub, token=cli(cfg, "token", teacher.name)) as t, \
+            Browser(hub, token=cli(cfg, "token", first)) as s:
+        async with t.request("GET", "/hub/api/users") as r:
+            users = {u["name"]: u for u in await r.json()}
+        server = users[first]["servers"][""]
+        assert server["memory_limit"] == 768 * 2**20
+        assert {"memory", "cpu_percent", "ready", "url"} <= set(server)
+        async with t.request("GET", "/hub/api/stats") as r:
+            stats = await r.json()
+        assert stats["running"] == 1 and stats["memory_cap"] <= stats["memory_total"]
+        async with s.request("DELETE", f"/hub/api/users/{first}/server") as r:
+            assert r.status in (202, 204)
+        await wait_for(lambda: hub.app["spawner"].get(first).state == "stopped", 30)
+
+        async def ended():
+            async with t.request("GET", "/hub/api/usage?since=2026-01-01T00:00:00Z") as r:
+                return [u for u in await r.json() if u["user"] == first]
+        await wait_for(ended, 10)
+        [row] = await ended()
+        assert row["cause"] == "user" and row["started"].endswith("Z")
+        for path in ("/hub/api/stats", "/hub/api/usage", "/hub/api/users"):
+            async with s.request("GET", path) as r:
+                assert r.status == 403, path
+        async with t.request("GET", "/hub/api/usage?since=yesterday") as r:
+            assert r.status == 400 and "ISO 8601" in (await r.json())["message"]
