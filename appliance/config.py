@@ -170,6 +170,12 @@ class HubConfig:
         "PEM private key for ssl_cert; set both or neither.")
     redirect_port: int = _opt(0, _int(0, 65535),
         "With TLS: a plain-HTTP port that redirects browsers to HTTPS (0 = none, e.g. 80).")
+    header_timeout: float = _opt("15s", parse_duration,
+        "Close a connection that sends no complete request headers this long after opening "
+        "or after its last answer.")
+    max_connections_per_address: int = _opt(3000, _int(1),
+        "Connections one client address may hold (a class behind NAT is one address, about "
+        "10 each); more are closed at once.")
 
 
 @dataclass(frozen=True)
@@ -233,8 +239,21 @@ class LimitsConfig:
         "TasksMax= per server: processes and threads.")
 
 
+@dataclass(frozen=True)
+class ProxyConfig:
+    """The relay between browsers and users' servers."""
+
+    max_message_size: int = _opt("64M", parse_size,
+        "Largest websocket message relayed either way; a larger one closes both sides with "
+        "code 1009.")
+    upstream_connections: int = _opt(256, _int(1, 65536),
+        "Connections the hub holds to one user's server (one per kernel websocket); more "
+        "requests wait.")
+
+
 SECTIONS: dict[str, type] = {
-    "hub": HubConfig, "auth": AuthConfig, "spawner": SpawnerConfig, "limits": LimitsConfig}
+    "hub": HubConfig, "auth": AuthConfig, "spawner": SpawnerConfig, "limits": LimitsConfig,
+    "proxy": ProxyConfig}
 
 
 def _or_inherit(parse: Callable[[object], Any]) -> Callable[[object], Any]:
@@ -272,6 +291,7 @@ class Config:
     auth: AuthConfig
     spawner: SpawnerConfig
     limits: LimitsConfig
+    proxy: ProxyConfig
     #: [profiles.<name>] tables as (name, profile), in file order; () = [limits] is the one.
     profiles: tuple[tuple[str, ProfileConfig], ...] = ()
     source: str = ""

@@ -20,6 +20,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from appliance import errors
+from appliance.framelimit import MESSAGE_TOO_BIG, FrameLimit
 from appliance.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -298,26 +299,34 @@ def _upstream_error(upstream: Upstream, err: Exception) -> errors.UpstreamError:
 async def _relay_websocket(request: web.Request, upstream: Upstream, url: URL,
                            headers: CIMultiDict, websockets: set) -> web.StreamResponse:
     """Open the upstream websocket first, then accept the browser's and relay both ways."""
+    limit = upstream.max_message_size
+    # Watch the browser's frames before the first await: whatever it sends from here on
+    # passes the FrameLimit (a client sends nothing before the 101, RFC 6455 §4.1).
+    down_limit = (FrameLimit.install(request.transport, limit, client=False)
+                  if request.transport is not None else None)
     protocols = [p.strip() for value in request.headers.getall(hdrs.SEC_WEBSOCKET_PROTOCOL, ())
                  for p in value.split(",") if p.strip()]
     try:
-        ws_up = await upstream.session.ws_connect(
-            url, headers=headers, protocols=protocols, max_msg_size=0, compress=0,
+        # max_msg_size (aiohttp refuses sizes >= it): a backstop behind the FrameLimits; on
+        # its own it buffers a frame whole before refusing it.
+        ws_up = await upstream.ws_session.ws_connect(
+            url, headers=headers, protocols=protocols, max_msg_size=limit + 1, compress=0,
             heartbeat=None, autoping=True)
     except aiohttp.WSServerHandshakeError as err:
         status = err.status if err.status >= 400 else 502
         return web.Response(status=status, text=f"notebook server refused: {err.status}")
     except aiohttp.ClientConnectionError as err:
         raise _upstream_error(upstream, err) from err
+    up_limit = FrameLimit.on(ws_up.get_extra_info("socket"))
     try:
         # compress=False: Jupyter's server does not compress either, and deflate would run
         # on the hub's single event loop.
         ws_down = web.WebSocketResponse(
             protocols=(ws_up.protocol,) if ws_up.protocol else (),
-            autoping=True, max_msg_size=0, compress=False)
+            autoping=True, max_msg_size=limit + 1, compress=False)
         await ws_down.prepare(request)
         websockets.add(ws_down)
-        await _pump_both_ways(ws_down, ws_up)
+        await _pump_both_ways(ws_down, ws_up, down_limit, up_limit)
     finally:
         websockets.discard(ws_down)
         await ws_up.close()
@@ -335,10 +344,11 @@ async def close_all(websockets: set) -> None:
 
 
 async def _pump_both_ways(ws_down: web.WebSocketResponse,
-                          ws_up: aiohttp.ClientWebSocketResponse) -> None:
+                          ws_up: aiohttp.ClientWebSocketResponse,
+                          down_limit: FrameLimit | None, up_limit: FrameLimit | None) -> None:
     """Run one task per direction until either side closes; leave no task behind."""
-    tasks = [asyncio.create_task(_pump(ws_down, ws_up)),
-             asyncio.create_task(_pump(ws_up, ws_down))]
+    tasks = [asyncio.create_task(_pump(ws_down, ws_up, down_limit)),
+             asyncio.create_task(_pump(ws_up, ws_down, up_limit))]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -351,8 +361,9 @@ async def _pump_both_ways(ws_down: web.WebSocketResponse,
             raise failure
 
 
-async def _pump(src, dst) -> None:
-    """Copy data frames src→dst; when src closes, close dst with the same code."""
+async def _pump(src, dst, src_limit: FrameLimit | None) -> None:
+    """Copy data frames src→dst; when src closes, close dst with the same code (1009 when
+    src's FrameLimit refused a message: the other side learns why, RFC 6455 §7.4.1)."""
     # Pings are answered on each hop (autoping) and do not surface here.
     try:
         async for msg in src:
@@ -367,5 +378,5 @@ async def _pump(src, dst) -> None:
         log.info("websocket peer went away: %s", err)
         await src.close(code=1001)
         return
-    code = src.close_code
+    code = MESSAGE_TOO_BIG if src_limit is not None and src_limit.refused else src.close_code
     await dst.close(code=1000 if code == 1005 else 1001 if code in _UNSENDABLE_CLOSE else code)
