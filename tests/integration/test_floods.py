@@ -204,7 +204,7 @@ def binary_frame_header(size: int) -> bytes:
 
 async def close_code(reader: asyncio.StreamReader) -> int | None:
     """The code of the Close frame the hub sends (RFC 6455 §5.5.1), skipping data frames
-    before it (the server's own); None if the connection ends without one."""
+    before it (the server's own); None if none comes (in 30 s)."""
     try:
         while True:
             first = await asyncio.wait_for(reader.readexactly(2), timeout=30)
@@ -215,7 +215,7 @@ async def close_code(reader: asyncio.StreamReader) -> int | None:
             payload = await reader.readexactly(size)
             if first[0] & 0x0F == 0x8:
                 return struct.unpack("!H", payload[:2])[0] if size >= 2 else None
-    except (asyncio.IncompleteReadError, ConnectionResetError):
+    except (asyncio.IncompleteReadError, ConnectionResetError, asyncio.TimeoutError):
         return None
 
 
