@@ -9,6 +9,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import resource
 import statistics
 import struct
@@ -24,7 +25,7 @@ from appliance import units
 from tests.ports import free_port
 
 from .browser import Browser, execute_request
-from .conftest import booted, cli
+from .conftest import REPO, booted, cli
 
 pytestmark = [pytest.mark.systemd, pytest.mark.pam,
               pytest.mark.skipif(not booted(), reason="creates users and starts units; only "
@@ -34,15 +35,22 @@ IDLE = 5000
 MiB = 1024**2
 
 
+def unit_nofile() -> int:
+    """LimitNOFILE= of the hub's shipped unit (soft and hard alike, systemd.exec(5))."""
+    unit = (REPO / "units" / "notebook-appliance.service").read_text()
+    return int(re.search(r"^LimitNOFILE=(\d+)$", unit, re.MULTILINE)[1])
+
+
 @pytest.fixture
 def nofile():
-    """Room for IDLE descriptors in pytest (the client ends) and in the hub (its child)."""
+    """The descriptor limit the shipped unit gives the hub, for the hub (pytest's child here)
+    and so for pytest too, which holds the client ends."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = 3 * IDLE
+    want = unit_nofile()
     if hard != resource.RLIM_INFINITY and hard < want:
-        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {want}")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
-    yield
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < the unit's {want}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    yield want
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
@@ -133,7 +141,7 @@ async def test_idle_connections_leave_the_hub_reachable_and_are_closed(
     print(f"\n{IDLE} idle connections (+1 keep-alive) opened and held in {opened_in:.1f}s; "
           f"login took {login_took * 1000:.0f} ms; closed {min(closed):.1f}-{max(closed):.1f}s "
           f"after opening (median {statistics.median(closed):.1f}s, hub.header_timeout "
-          f"{timeout:g}s); keep-alive one after {closed[-1]:.1f}s; hub RSS "
+          f"{timeout:g}s); keep-alive one after {closed[-1]:.1f}s; LimitNOFILE {nofile}; hub RSS "
           f"{rss_before / MiB:.0f} MiB before, {rss_held / MiB:.0f} MiB holding them")
 
 

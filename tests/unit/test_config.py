@@ -20,6 +20,8 @@ runtime_dir = "/run/nb"
 session_max_age = "1h30m"
 ssl_cert = "/etc/ssl/nb.pem"
 ssl_key = "/etc/ssl/private/nb.key"
+header_timeout = "30s"
+max_connections_per_address = 500
 
 [auth]
 pam_service = "login"
@@ -46,6 +48,10 @@ environment = { LANG = "C.UTF-8", PIP_INDEX_URL = "http://mirror/simple" }
 memory = "1.5G"
 cpu = 2
 tasks = 1024
+
+[proxy]
+max_message_size = "16M"
+upstream_connections = 64
 """
 
 
@@ -62,7 +68,8 @@ def test_defaults():
     assert c.hub == config.HubConfig(
         listen="0.0.0.0", port=8000, state_dir=Path("/var/lib/notebook-appliance"),
         runtime_dir=Path("/run/notebook-appliance"), session_max_age=14 * 86400.0,
-        ssl_cert=None, ssl_key=None, redirect_port=0)
+        ssl_cert=None, ssl_key=None, redirect_port=0, header_timeout=15.0,
+        max_connections_per_address=3000)
     assert c.auth == config.AuthConfig(
         pam_service="notebook-appliance", min_uid=1000, allowed_groups=(),
         admin_group="notebook-admins", admin_users=(), pam_threads=4)
@@ -73,6 +80,8 @@ def test_defaults():
         slice="notebook-appliance.slice", hardening=True, default_url="/tree",
         shared_paths=(Path("/srv/data"),), environment=())
     assert c.limits == config.LimitsConfig(memory=1024**3, cpu=1.0, tasks=512)
+    assert c.proxy == config.ProxyConfig(max_message_size=64 * 1024**2,
+                                         upstream_connections=256)
 
 
 def test_config_is_frozen_and_hashable():
@@ -94,7 +103,8 @@ def test_full_file(tmp_path):
     assert c.hub == config.HubConfig(
         listen="::", port=8443, state_dir=Path("/srv/state"), runtime_dir=Path("/run/nb"),
         session_max_age=5400.0, ssl_cert=Path("/etc/ssl/nb.pem"),
-        ssl_key=Path("/etc/ssl/private/nb.key"), redirect_port=0)
+        ssl_key=Path("/etc/ssl/private/nb.key"), redirect_port=0, header_timeout=30.0,
+        max_connections_per_address=500)
     assert c.auth == config.AuthConfig(
         pam_service="login", min_uid=2000, allowed_groups=("students", "staff"),
         admin_group="", admin_users=("alice",), pam_threads=8)
@@ -106,6 +116,7 @@ def test_full_file(tmp_path):
         shared_paths=(Path("/srv/data"), Path("/srv/scratch")),
         environment=(("LANG", "C.UTF-8"), ("PIP_INDEX_URL", "http://mirror/simple")))
     assert c.limits == config.LimitsConfig(memory=3 * 512 * 1024**2, cpu=2.0, tasks=1024)
+    assert c.proxy == config.ProxyConfig(max_message_size=16 * 1024**2, upstream_connections=64)
     assert dict(c.spawner.environment)["LANG"] == "C.UTF-8"
 
 
@@ -127,7 +138,14 @@ BAD = [
      'hub.state_dir: expected an absolute path, got "var/lib/x"'),
     ("[hub]\nprot = 8000",
      "hub.prot: unknown key, expected one of: listen, port, state_dir, runtime_dir, "
-     "session_max_age, ssl_cert, ssl_key, redirect_port"),
+     "session_max_age, ssl_cert, ssl_key, redirect_port, header_timeout, "
+     "max_connections_per_address"),
+    ("[hub]\nheader_timeout = 'soon'",
+     'hub.header_timeout: expected a duration like "90s", "15m" or "1h30m", got "soon"'),
+    ("[hub]\nmax_connections_per_address = 0",
+     "hub.max_connections_per_address: expected an integer >= 1, got 0"),
+    ("[proxy]\nmax_message_size = 0",
+     'proxy.max_message_size: expected a size like "2G", got 0'),
     ("[profiles.big]\nmemory = 'lots'",
      'profiles.big.memory: expected a size like "2G", got "lots"'),
     ("[profiles.big]\nsize = 3",
@@ -141,7 +159,8 @@ BAD = [
     ("[spawner]\nnamed_servers_limit = -1",
      "spawner.named_servers_limit: expected an integer from 0 to 100, got -1"),
     ("[hubb]\nport = 8000",
-     "hubb: unknown section, expected one of: hub, auth, spawner, limits, profiles"),
+     "hubb: unknown section, expected one of: hub, auth, spawner, limits, proxy, "
+     "profiles"),
     ("hub = 3", "hub: expected a table [hub], got 3"),
     ("[auth]\nallowed_groups = 'staff'",
      'auth.allowed_groups: expected a list of group names, got "staff"'),
