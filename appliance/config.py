@@ -247,8 +247,8 @@ class ProxyConfig:
         "Largest websocket message relayed either way; a larger one closes both sides with "
         "code 1009.")
     upstream_connections: int = _opt(256, _int(1, 65536),
-        "Connections the hub holds to one user's server (one per kernel websocket); more "
-        "requests wait.")
+        "Connections the hub holds to one user's server, for requests and for websockets "
+        "each; more wait.")
 
 
 SECTIONS: dict[str, type] = {

@@ -35,8 +35,8 @@ class Upstream:
     def session(self) -> aiohttp.ClientSession:
         """The pooled session for HTTP, created on first use so it binds to the running loop."""
         if self._session is None:
-            # Bounded: one user's browsers cannot make the hub hold more than this many
-            # descriptors toward their server; further requests wait for a free one.
+            # Bounded (and ws_session too): one user's browsers cannot make the hub hold more
+            # than this many descriptors toward their server; further requests wait for one.
             self._session = self._new_session(
                 aiohttp.UnixConnector(path=self.socket_path, limit=self.connections))
         return self._session

@@ -621,3 +621,18 @@ async def test_a_larger_message_from_the_server_closes_both_sides_with_1009(smal
     assert msg.type is WSMsgType.CLOSE and ws.close_code == 1009
     assert await asyncio.wait_for(notebook["ws_closed"], 5) == 1009
     await ws.close()
+
+
+async def test_a_users_websockets_hold_at_most_upstream_connections(aiohttp_client, notebook):
+    front = await _front(aiohttp_client, notebook["socket"],
+                         ProxyConfig(max_message_size=LIMIT, upstream_connections=2))
+    first = [await front.ws_connect("/user/alice/ws") for _ in range(2)]
+    third = asyncio.create_task(front.ws_connect("/user/alice/ws"))
+    await asyncio.sleep(0.5)
+    assert not third.done()  # waits for a connection to the server, holds no new one
+    await first[0].close()
+    ws = await asyncio.wait_for(third, 10)
+    await ws.send_str("x")
+    assert await ws.receive_str() == "echo:x"
+    for open_ws in (first[1], ws):
+        await open_ws.close()
