@@ -81,10 +81,15 @@ def listening_sockets(cfg: Config) -> list[socket.socket]:
         for sock in sockets:
             log.info("hub serving on socket-activated %s", sock.getsockname())
         return sockets
-    family = socket.AF_INET6 if ":" in cfg.hub.listen else socket.AF_INET
-    sock = socket.create_server((cfg.hub.listen, cfg.hub.port), family=family, backlog=BACKLOG)
+    sock = bound_socket(cfg.hub.listen, cfg.hub.port)
     log.info("hub listening on %s:%s", cfg.hub.listen, cfg.hub.port)
     return [sock]
+
+
+def bound_socket(address: str, port: int) -> socket.socket:
+    """A listening TCP socket on address:port (SO_REUSEADDR, as socket.create_server sets)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    return socket.create_server((address, port), family=family, backlog=BACKLOG)
 
 
 class GuardedSite(web.SockSite):
@@ -111,8 +116,9 @@ async def start_sites(runner: web.AppRunner, sockets: list[socket.socket],
         await GuardedSite(runner, sock, guard, tls).start()
 
 
-async def start_redirect(cfg: Config) -> web.AppRunner | None:
-    """With TLS and hub.redirect_port: a plain-HTTP listener that sends browsers to HTTPS."""
+async def start_redirect(cfg: Config, guard: ConnectionGuard) -> web.AppRunner | None:
+    """With TLS and hub.redirect_port: a plain-HTTP listener that sends browsers to HTTPS,
+    behind the same guard (a client's connections to both ports count together)."""
     if cfg.hub.ssl_cert is None or not cfg.hub.redirect_port:
         return None
 
@@ -124,12 +130,13 @@ async def start_redirect(cfg: Config) -> web.AppRunner | None:
         path = request.raw_path if request.raw_path.startswith("/") else "/"
         raise web.HTTPMovedPermanently(f"{origin}{path}")
 
-    app = web.Application()
+    app = web.Application(middlewares=[guard.middleware])
     app.router.add_route("*", "/{tail:.*}", to_https)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                           keepalive_timeout=cfg.hub.header_timeout)
     await runner.setup()
-    await web.TCPSite(runner, cfg.hub.listen, cfg.hub.redirect_port,
-                      reuse_address=True).start()
+    await GuardedSite(runner, bound_socket(cfg.hub.listen, cfg.hub.redirect_port), guard,
+                      None).start()
     return runner
 
 
@@ -192,7 +199,7 @@ async def serve(cfg: Config) -> None:
                                           keepalive_timeout=cfg.hub.header_timeout)
     await runner.setup()  # runs the cleanup contexts: store, systemd, reconcile
     await start_sites(runner, listeners, tls, guard)
-    redirect = await start_redirect(cfg)
+    redirect = await start_redirect(cfg, guard)
     notifier.ready(await status_line(app))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
