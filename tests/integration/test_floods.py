@@ -43,12 +43,13 @@ def unit_nofile() -> int:
 
 @pytest.fixture
 def nofile():
-    """The descriptor limit the shipped unit gives the hub, for the hub (pytest's child here)
-    and so for pytest too, which holds the client ends."""
+    """The shipped unit's descriptor limit (or as much of it as this container's hard limit
+    allows) for the hub, pytest's child here, and for pytest, which holds the client ends."""
+    assert unit_nofile() >= 3 * IDLE  # the installed hub has room for this test's connections
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = unit_nofile()
-    if hard != resource.RLIM_INFINITY and hard < want:
-        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < the unit's {want}")
+    want = unit_nofile() if hard == resource.RLIM_INFINITY else min(unit_nofile(), hard)
+    if want < 3 * IDLE:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {3 * IDLE}")
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     yield want
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
@@ -76,10 +77,11 @@ async def wait_until(predicate, timeout: float, what: str) -> None:
 async def open_idle(port: int, count: int, slow_headers: bool) -> list:
     """count connections that send nothing, or (slow_headers) half a request and no more."""
     async def one():
+        began = time.monotonic()  # the hub cannot have accepted it before this
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         if slow_headers:
             writer.write(b"GET /hub/login HTTP/1.1\r\nHost: box\r\nX-Slow: ")
-        return reader, writer, time.monotonic()
+        return reader, writer, began
     conns = []
     for start in range(0, count, 250):
         conns += await asyncio.gather(*(one() for _ in range(min(250, count - start))))
@@ -87,7 +89,8 @@ async def open_idle(port: int, count: int, slow_headers: bool) -> list:
 
 
 async def closed_after(reader: asyncio.StreamReader, opened: float, limit: float) -> float:
-    """Seconds from opened until the hub closed the connection without answering."""
+    """Seconds from opened (the client's connect or request) until the hub closed the
+    connection without (another) answer."""
     try:
         data = await asyncio.wait_for(reader.read(), timeout=limit)
     except ConnectionResetError:
@@ -99,18 +102,19 @@ async def closed_after(reader: asyncio.StreamReader, opened: float, limit: float
 async def keepalive_connection(port: int) -> tuple:
     """A connection that gets one answer, keeps alive, and then says nothing."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    began = time.monotonic()  # the hub cannot have answered before this
     writer.write(b"GET /hub/api HTTP/1.1\r\nHost: box\r\n\r\n")
     head = await reader.readuntil(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), head
     length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
                       if line.lower().startswith(b"content-length:")))
     await reader.readexactly(length)
-    return reader, writer, time.monotonic()
+    return reader, writer, began
 
 
 async def test_idle_connections_leave_the_hub_reachable_and_are_closed(
         hub_config, serve_hub, make_user, nofile):
-    timeout = 20.0
+    timeout = 30.0  # room to open all 5,000 on a loaded 2-core machine (12 s seen)
     port = free_port()
     cfg = hub_config(hub={"port": port, "header_timeout": f"{timeout:g}s",
                           "max_connections_per_address": 3 * IDLE})
@@ -137,7 +141,7 @@ async def test_idle_connections_leave_the_hub_reachable_and_are_closed(
                                     for reader, _, opened in conns))
     for _, writer, _ in conns:
         writer.close()
-    assert min(closed) >= timeout - 1  # not before their time (1 s: when the client noted it)
+    assert min(closed) >= timeout - 0.05  # not before their time
     print(f"\n{IDLE} idle connections (+1 keep-alive) opened and held in {opened_in:.1f}s; "
           f"login took {login_took * 1000:.0f} ms; closed {min(closed):.1f}-{max(closed):.1f}s "
           f"after opening (median {statistics.median(closed):.1f}s, hub.header_timeout "
@@ -153,8 +157,14 @@ async def test_connections_over_the_per_address_cap_are_closed_at_once(
     cfg = hub_config(hub={"port": port, "header_timeout": "10m",
                           "max_connections_per_address": cap})
     hub = await serve_hub(cfg)
+    # The hub answers, and no connection of its start-up check is left to count against the cap.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as c:
+        async with c.get(f"http://127.0.0.1:{port}/hub/api") as r:
+            assert r.status == 200
+    await wait_until(lambda: held(hub, port) == 0, 30, "the hub holds no connection")
     kept = await open_idle(port, cap, slow_headers=False)
-    await wait_until(lambda: held(hub, port) == cap, 30, f"the hub holds {cap}")
+    await wait_until(lambda: held(hub, port) == cap, 30,
+                     f"the hub holds {cap} (it holds {held(hub, port)})")
     over = await open_idle(port, 100, slow_headers=True)
     closed = await asyncio.gather(*(closed_after(reader, opened, 60)
                                     for reader, _, opened in over))
