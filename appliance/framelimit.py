@@ -87,6 +87,11 @@ class FrameLimit(asyncio.Protocol):
         _watching[transport.get_extra_info("socket")] = guard
         return guard
 
+    def remove(self) -> None:
+        """Give the transport back to aiohttp's protocol (nothing was held back yet)."""
+        if self.transport.get_protocol() is self:
+            self.transport.set_protocol(self.inner)
+
     @staticmethod
     def on(sock: object) -> "FrameLimit | None":
         """The FrameLimit watching the transport of this socket (get_extra_info), if any."""

@@ -300,10 +300,11 @@ async def _relay_websocket(request: web.Request, upstream: Upstream, url: URL,
                            headers: CIMultiDict, websockets: set) -> web.StreamResponse:
     """Open the upstream websocket first, then accept the browser's and relay both ways."""
     limit = upstream.max_message_size
-    # Watch the browser's frames before the first await: whatever it sends from here on
-    # passes the FrameLimit (a client sends nothing before the 101, RFC 6455 §4.1).
-    down_limit = (FrameLimit.install(request.transport, limit, client=False)
-                  if request.transport is not None else None)
+    if request.transport is not None:
+        # Nothing more is read from the browser until its FrameLimit is on: aiohttp would keep
+        # bytes sent before the 101 (RFC 6455 §4.1 forbids them) unbounded and unwatched
+        # while the user's server takes its time to answer the handshake.
+        request.transport.pause_reading()
     protocols = [p.strip() for value in request.headers.getall(hdrs.SEC_WEBSOCKET_PROTOCOL, ())
                  for p in value.split(",") if p.strip()]
     try:
@@ -312,11 +313,15 @@ async def _relay_websocket(request: web.Request, upstream: Upstream, url: URL,
         ws_up = await upstream.ws_session.ws_connect(
             url, headers=headers, protocols=protocols, max_msg_size=limit + 1, compress=0,
             heartbeat=None, autoping=True)
-    except aiohttp.WSServerHandshakeError as err:
-        status = err.status if err.status >= 400 else 502
-        return web.Response(status=status, text=f"notebook server refused: {err.status}")
-    except aiohttp.ClientConnectionError as err:
-        raise _upstream_error(upstream, err) from err
+    except BaseException as err:
+        if request.transport is not None:
+            request.transport.resume_reading()  # no websocket: the connection goes on as HTTP
+        if isinstance(err, aiohttp.WSServerHandshakeError):
+            status = err.status if err.status >= 400 else 502
+            return web.Response(status=status, text=f"notebook server refused: {err.status}")
+        if isinstance(err, aiohttp.ClientConnectionError):
+            raise _upstream_error(upstream, err) from err
+        raise
     up_limit = FrameLimit.on(ws_up.get_extra_info("socket"))
     try:
         # compress=False: Jupyter's server does not compress either, and deflate would run
@@ -324,13 +329,30 @@ async def _relay_websocket(request: web.Request, upstream: Upstream, url: URL,
         ws_down = web.WebSocketResponse(
             protocols=(ws_up.protocol,) if ws_up.protocol else (),
             autoping=True, max_msg_size=limit + 1, compress=False)
-        await ws_down.prepare(request)
+        down_limit = await _prepare_watched(ws_down, request, limit)
         websockets.add(ws_down)
         await _pump_both_ways(ws_down, ws_up, down_limit, up_limit)
     finally:
         websockets.discard(ws_down)
         await ws_up.close()
     return ws_down
+
+
+async def _prepare_watched(ws: web.WebSocketResponse, request: web.Request,
+                           limit: int) -> FrameLimit | None:
+    """Send the 101 with a FrameLimit already on the browser's connection: a client sends no
+    frame before the 101 (RFC 6455 §4.1), so it sees them all. No upgrade, no FrameLimit."""
+    if request.transport is None:  # the browser has gone: prepare() says so
+        await ws.prepare(request)
+        return None
+    watch = FrameLimit.install(request.transport, limit, client=False)
+    request.transport.resume_reading()  # paused by _relay_websocket
+    try:
+        await ws.prepare(request)
+    except BaseException:
+        watch.remove()  # not a websocket after all: the connection goes on as HTTP
+        raise
+    return watch
 
 
 async def close_all(websockets: set) -> None:

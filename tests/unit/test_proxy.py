@@ -636,3 +636,28 @@ async def test_a_users_websockets_hold_at_most_upstream_connections(aiohttp_clie
     assert await ws.receive_str() == "echo:x"
     for open_ws in (first[1], ws):
         await open_ws.close()
+
+
+@pytest.mark.parametrize("path, key, status", [
+    ("ws-refuse", "dGhlIHNhbXBsZSBub25jZQ==", 403),  # the server refuses the handshake
+    ("ws", "", 400),  # the browser's handshake is incomplete: no Sec-WebSocket-Key
+], ids=["server-refuses", "no-key"])
+async def test_an_upgrade_that_fails_leaves_the_connection_working_as_http(small, path, key,
+                                                                           status):
+    reader, writer = await asyncio.open_connection("127.0.0.1", small.port)
+    writer.write(f"GET /user/alice/{path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                 f"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                 f"{'Sec-WebSocket-Key: ' + key + chr(13) + chr(10) if key else ''}"
+                 "Content-Length: 0\r\n\r\n".encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(f"HTTP/1.1 {status}".encode()), head
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")))
+    await reader.readexactly(length)
+    # The same connection, now a plain request with a body longer than LIMIT: answered.
+    body = b"~" * (4 * LIMIT)
+    writer.write(b"POST /user/alice/count HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    reply = await asyncio.wait_for(reader.read(), 5)
+    assert reply.startswith(b"HTTP/1.1 200") and b'"bytes": 4000' in reply, reply
+    writer.close()
