@@ -5,8 +5,9 @@ Debian 12 first shipped it (3.8.4-1+deb12u1) and 3.11 upstream alike, so one 1 G
 cost the hub 1 GiB. FrameLimit stands between a websocket's transport and aiohttp's protocol,
 reads only frame headers (RFC 6455 §5.2) and lets payload bytes through as they come; a data
 frame that would make its message larger than the limit is never handed on. Instead the peer
-gets a Close with 1009 (RFC 6455 §7.4.1: "a message that is too big for it to process") and
-the connection is closed (§7.1.7, "Fail the WebSocket Connection").
+gets a Close with 1009 (RFC 6455 §7.4.1: "a message that is too big for it to process"); the
+rest of its frame is read and dropped, and the connection closed at its Close answer (or
+after LINGER); the relay then closes the other side with 1009 too.
 """
 
 import asyncio
@@ -21,6 +22,11 @@ log = logging.getLogger(__name__)
 MESSAGE_TOO_BIG = 1009
 #: An HTTP response head longer than this is not a websocket handshake worth watching.
 MAX_HEAD = 64 * 1024
+#: After a refusal, how long the peer has to finish sending and answer our Close (aiohttp
+#: waits as long for a Close answer).
+LINGER = 10.0
+#: RFC 6455 §5.2: the Close opcode.
+CLOSE = 0x8
 #: Opcodes below this carry data (continuation, text, binary); 0x8-0xF are control frames
 #: (RFC 6455 §5.5), at most 125 bytes each, which aiohttp checks itself.
 CONTROL = 0x8
@@ -77,6 +83,7 @@ class FrameLimit(asyncio.Protocol):
         self.skip = 0  # payload bytes of the current frame still to pass through
         self.message = 0  # data bytes of the current fragmented message so far
         self.refused = False
+        self.linger: asyncio.TimerHandle | None = None
 
     @classmethod
     def install(cls, transport: asyncio.BaseTransport, limit: int, *, client: bool,
@@ -98,9 +105,7 @@ class FrameLimit(asyncio.Protocol):
         return _watching.get(sock) if sock is not None else None
 
     def data_received(self, data: bytes) -> None:
-        """Hand on data up to an oversized frame's header; then refuse it."""
-        if self.refused:
-            return
+        """Hand on data up to an oversized frame's header; after it, only look for a Close."""
         start = 0
         if self.head is not None:
             start = self._end_of_head(data)
@@ -112,11 +117,18 @@ class FrameLimit(asyncio.Protocol):
             return
         buf = self.pending + data if self.pending else data
         self.pending = b""
-        end = self._scan(buf, start)
-        if end is None:
-            return
-        if end:
-            self.inner.data_received(buf[:end] if end < len(buf) else buf)
+        for pos, fin, opcode, size in self._headers(buf, start):
+            if self.refused:
+                if opcode == CLOSE:  # the peer answered our Close: nothing left unread
+                    self.transport.close()
+                    return
+            elif opcode < CONTROL:
+                total = self.message + size
+                if total > self.limit:
+                    self._refuse(buf[:pos], total)  # its payload is skipped, not handed on
+                self.message = 0 if fin else total
+        if not self.refused:
+            self.inner.data_received(buf[:len(buf) - len(self.pending)])
 
     def _end_of_head(self, data: bytes) -> int | None:
         """Where frames start in data, once the response head has ended; None before that."""
@@ -133,8 +145,9 @@ class FrameLimit(asyncio.Protocol):
         self.head = None
         return start
 
-    def _scan(self, buf: bytes, pos: int) -> int | None:
-        """How much of buf to hand on (a split header is held back); None once refused."""
+    def _headers(self, buf: bytes, pos: int):
+        """Yield (offset, FIN, opcode, payload length) of each frame header in buf from pos,
+        passing over payloads; a header cut off at the end is kept in self.pending."""
         n = len(buf)
         while pos < n:
             if self.skip:
@@ -145,20 +158,16 @@ class FrameLimit(asyncio.Protocol):
             header = frame_header(buf, pos)
             if header is None:
                 self.pending = bytes(buf[pos:])
-                return pos
+                return
             length, fin, opcode, size = header
-            if opcode < CONTROL:
-                total = self.message + size
-                if total > self.limit:
-                    self._refuse(buf[:pos], total)
-                    return None
-                self.message = 0 if fin else total
+            yield pos, fin, opcode, size
             pos += length
             self.skip = size
-        return n
 
     def _refuse(self, before: bytes, size: int) -> None:
-        """Hand on what came before, then Close with 1009 and close the connection."""
+        """Hand on what came before; send Close with 1009 and read on, handing nothing more
+        on, until the peer's Close (or LINGER): closing with its bytes unread would reset the
+        connection and could lose our Close on the way (RFC 6455 §7.1.1)."""
         self.refused = True
         if before:
             self.inner.data_received(before)
@@ -166,7 +175,7 @@ class FrameLimit(asyncio.Protocol):
                     "proxy.max_message_size, %d); closing it with 1009", size,
                     "notebook server" if self.client else "browser", self.limit)
         self.transport.write(close_frame(MESSAGE_TOO_BIG, masked=self.client))
-        self.transport.close()
+        self.linger = asyncio.get_running_loop().call_later(LINGER, self.transport.close)
 
     def eof_received(self) -> bool | None:
         """Passed on."""
@@ -174,6 +183,8 @@ class FrameLimit(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Passed on."""
+        if self.linger is not None:
+            self.linger.cancel()
         self.inner.connection_lost(exc)
 
     def pause_writing(self) -> None:

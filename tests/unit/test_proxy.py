@@ -600,14 +600,16 @@ async def test_messages_up_to_the_limit_pass_even_split_byte_by_byte(small, note
 
 
 @pytest.mark.parametrize("frames", [
-    [masked_frame(b"x" * (LIMIT + 1))[:12]],  # the header alone: refused before the payload
+    [masked_frame(b"x" * (LIMIT + 1))],  # refused from its header, its payload passed over
     [masked_frame(b"y" * 600, fin=False), masked_frame(b"z" * 401, opcode=0x0)],
 ], ids=["one-frame", "fragmented"])
 async def test_a_larger_message_from_the_browser_closes_both_sides_with_1009(small, notebook,
                                                                             frames):
     reader, writer = await raw_ws(small)
     writer.write(b"".join(frames))
-    assert await asyncio.wait_for(reader.read(), 5) == b"\x88\x02\x03\xf1"  # Close, 1009
+    assert await asyncio.wait_for(reader.readexactly(4), 5) == b"\x88\x02\x03\xf1"  # 1009
+    writer.write(masked_frame(b"\x03\xf1", opcode=0x8))  # the browser answers the Close
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # and the hub hangs up
     assert await asyncio.wait_for(notebook["ws_closed"], 5) == 1009
     writer.close()
 
