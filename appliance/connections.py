@@ -18,7 +18,7 @@ from aiohttp import web
 
 log = logging.getLogger(__name__)
 
-#: At most one log line per address and reason this often (a flood is millions of events).
+#: At most one log line per address and reason this often, and then one with the count.
 LOG_EVERY = 60.0
 
 
@@ -46,7 +46,8 @@ class ConnectionGuard:
         self.max_per_address = max_per_address
         self.open: Counter[str] = Counter()
         self.deadlines: dict[asyncio.BaseTransport, asyncio.TimerHandle] = {}
-        self.logged: dict[tuple[str, str], tuple[float, int]] = {}
+        #: (address, what) logged in the last LOG_EVERY seconds -> how often since.
+        self.quiet: dict[tuple[str, str], int] = {}
 
     def factory(self, inner: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
         """A protocol factory for loop.create_server that guards inner's protocols."""
@@ -89,17 +90,21 @@ class ConnectionGuard:
         return await handler(request)
 
     def note(self, key: str, host: str, what: str) -> None:
-        """Log what happened to an address, once per LOG_EVERY with the count in between."""
-        now = asyncio.get_running_loop().time()
-        last, count = self.logged.get((key, what), (-LOG_EVERY, 0))
-        if now - last < LOG_EVERY:
-            self.logged[(key, what)] = (last, count + 1)
+        """Log what happened to an address once, and a minute later how often it happened
+        since (a flood is millions of events, never millions of lines)."""
+        if (key, what) in self.quiet:
+            self.quiet[(key, what)] += 1
             return
-        if len(self.logged) > 10000:  # many addresses: forget the quiet ones
-            self.logged = {k: v for k, v in self.logged.items() if now - v[0] < LOG_EVERY}
-        self.logged[(key, what)] = (now, 0)
-        log.warning("client %s: %s%s", host if host == key else f"{host} (as {key})", what,
-                    f" ({count} more like it in the last {LOG_EVERY:g}s)" if count else "")
+        self.quiet[(key, what)] = 0
+        label = host if host == key else f"{host} (as {key})"
+        log.warning("client %s: %s", label, what)
+        asyncio.get_running_loop().call_later(LOG_EVERY, self.summary, key, what, label)
+
+    def summary(self, key: str, what: str, label: str) -> None:
+        """How many more times it happened in the minute after its line."""
+        count = self.quiet.pop((key, what), 0)
+        if count:
+            log.warning("client %s: %d more in the last %gs: %s", label, count, LOG_EVERY, what)
 
 
 class _Guarded(asyncio.Protocol):

@@ -115,7 +115,7 @@ async def keepalive_connection(port: int) -> tuple:
 
 
 async def test_idle_connections_leave_the_hub_reachable_and_are_closed(
-        hub_config, serve_hub, make_user, nofile):
+        hub_config, serve_hub, make_user, nofile, tmp_path):
     timeout = 30.0  # room to open all 5,000 on a loaded 2-core machine (12 s seen)
     port = free_port()
     cfg = hub_config(hub={"port": port, "header_timeout": f"{timeout:g}s",
@@ -144,11 +144,15 @@ async def test_idle_connections_leave_the_hub_reachable_and_are_closed(
     for _, writer, _ in conns:
         writer.close()
     assert min(closed) >= timeout - 0.05  # not before their time
+    lines = [line for line in (tmp_path / "hub-0.log").read_text().splitlines()
+             if "hub.header_timeout" in line]
+    assert len(lines) == 1, lines[:3]  # 5,000 closed, one line (rate-limited)
     print(f"\n{IDLE} idle connections (+1 keep-alive) opened and held in {opened_in:.1f}s; "
           f"login took {login_took * 1000:.0f} ms; closed {min(closed):.1f}-{max(closed):.1f}s "
           f"after opening (median {statistics.median(closed):.1f}s, hub.header_timeout "
           f"{timeout:g}s); keep-alive one after {closed[-1]:.1f}s; LimitNOFILE {nofile}; hub RSS "
-          f"{rss_before / MiB:.0f} MiB before, {rss_held / MiB:.0f} MiB holding them")
+          f"{rss_before / MiB:.0f} MiB before, {rss_held / MiB:.0f} MiB holding them; log: "
+          f"{lines[0]}")
 
 
 async def test_connections_over_the_per_address_cap_are_closed_at_once(
