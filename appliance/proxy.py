@@ -308,8 +308,8 @@ async def _relay_websocket(request: web.Request, upstream: Upstream, url: URL,
     protocols = [p.strip() for value in request.headers.getall(hdrs.SEC_WEBSOCKET_PROTOCOL, ())
                  for p in value.split(",") if p.strip()]
     try:
-        # max_msg_size (aiohttp refuses sizes >= it): a backstop behind the FrameLimits; on
-        # its own it buffers a frame whole before refusing it.
+        # max_msg_size (aiohttp refuses sizes >= it): a backstop behind the FrameLimits. On
+        # its own, in 3.8.4-1+deb12u1 and 3.11, it buffers a frame whole before refusing it.
         ws_up = await upstream.ws_session.ws_connect(
             url, headers=headers, protocols=protocols, max_msg_size=limit + 1, compress=0,
             heartbeat=None, autoping=True)

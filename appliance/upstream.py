@@ -53,17 +53,17 @@ class Upstream:
     def _new_session(self, connector: aiohttp.BaseConnector) -> aiohttp.ClientSession:
         """A session over connector that passes requests through as the browser sent them."""
         return aiohttp.ClientSession(
-                connector=connector,
-                # Bodies pass through as encoded; the browser decodes them.
-                auto_decompress=False,
-                # No total/read timeout: downloads and kernel sockets live long.
-                timeout=aiohttp.ClientTimeout(total=None, connect=POOL_WAIT, sock_connect=10),
-                # The browser's headers go through as sent; add none of our own.
-                skip_auto_headers=(hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.USER_AGENT,
-                                   hdrs.CONTENT_TYPE),
-                # Never keep one browser's cookies to send with another's requests.
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
+            connector=connector,
+            # Bodies pass through as encoded; the browser decodes them.
+            auto_decompress=False,
+            # No total/read timeout: downloads and kernel sockets live long.
+            timeout=aiohttp.ClientTimeout(total=None, connect=POOL_WAIT, sock_connect=10),
+            # The browser's headers go through as sent; add none of our own.
+            skip_auto_headers=(hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.USER_AGENT,
+                               hdrs.CONTENT_TYPE),
+            # Never keep one browser's cookies to send with another's requests.
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
 
     async def close(self) -> None:
         """Close the pooled connections."""
