@@ -208,6 +208,12 @@ class HubConfig:
         'Per-user origins: the hub answers at this name and each user\'s servers at '
         '<user>.<this name> (DNS for both, and with TLS a certificate for both; "" = off: '
         "every server on the hub's own origin).")
+    header_timeout: float = _opt("15s", parse_duration,
+        "Close a connection that sends no complete request headers this long after opening "
+        "or after its last answer.")
+    max_connections_per_address: int = _opt(3000, _int(1),
+        "Connections one client address may hold (a class behind NAT is one address, about "
+        "10 each); more are closed at once.")
 
 
 @dataclass(frozen=True)
@@ -328,9 +334,21 @@ class MetricsConfig:
         "otherwise an administrator's token is needed.")
 
 
+@dataclass(frozen=True)
+class ProxyConfig:
+    """The relay between browsers and users' servers."""
+
+    max_message_size: int = _opt("64M", parse_size,
+        "Largest websocket message relayed either way; a larger one closes both sides with "
+        "code 1009.")
+    upstream_connections: int = _opt(256, _int(1, 65536),
+        "Connections the hub holds to one user's server, for requests and for websockets "
+        "each; more wait.")
+
+
 SECTIONS: dict[str, type] = {
     "hub": HubConfig, "auth": AuthConfig, "spawner": SpawnerConfig, "limits": LimitsConfig,
-    "culler": CullerConfig, "metrics": MetricsConfig}
+    "culler": CullerConfig, "metrics": MetricsConfig, "proxy": ProxyConfig}
 
 
 def _or_inherit(parse: Callable[[object], Any]) -> Callable[[object], Any]:
@@ -370,6 +388,7 @@ class Config:
     limits: LimitsConfig
     culler: CullerConfig
     metrics: MetricsConfig
+    proxy: ProxyConfig
     #: [profiles.<name>] tables as (name, profile), in file order; () = [limits] is the one.
     profiles: tuple[tuple[str, ProfileConfig], ...] = ()
     source: str = ""

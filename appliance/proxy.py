@@ -20,6 +20,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from appliance import errors
+from appliance.framelimit import MESSAGE_TOO_BIG, FrameLimit
 from appliance.units import quote_segment
 from appliance.upstream import Upstream
 
@@ -300,30 +301,60 @@ async def _relay_websocket(request: web.Request, upstream: Upstream, url: URL,
                            headers: CIMultiDict, websockets: set,
                            touch=None) -> web.StreamResponse:
     """Open the upstream websocket first, then accept the browser's and relay both ways."""
+    limit = upstream.max_message_size
+    if request.transport is not None:
+        # Nothing more is read from the browser until its FrameLimit is on: aiohttp would keep
+        # bytes sent before the 101 (RFC 6455 §4.1 forbids them) unbounded and unwatched
+        # while the user's server takes its time to answer the handshake.
+        request.transport.pause_reading()
     protocols = [p.strip() for value in request.headers.getall(hdrs.SEC_WEBSOCKET_PROTOCOL, ())
                  for p in value.split(",") if p.strip()]
     try:
-        ws_up = await upstream.session.ws_connect(
-            url, headers=headers, protocols=protocols, max_msg_size=0, compress=0,
+        # max_msg_size (aiohttp refuses sizes >= it): a backstop behind the FrameLimits. On
+        # its own, in 3.8.4-1+deb12u1 and 3.11, it buffers a frame whole before refusing it.
+        ws_up = await upstream.ws_session.ws_connect(
+            url, headers=headers, protocols=protocols, max_msg_size=limit + 1, compress=0,
             heartbeat=None, autoping=True)
-    except aiohttp.WSServerHandshakeError as err:
-        status = err.status if err.status >= 400 else 502
-        return web.Response(status=status, text=f"notebook server refused: {err.status}")
-    except aiohttp.ClientConnectionError as err:
-        raise _upstream_error(upstream, err) from err
+    except BaseException as err:
+        if request.transport is not None:
+            request.transport.resume_reading()  # no websocket: the connection goes on as HTTP
+        if isinstance(err, aiohttp.WSServerHandshakeError):
+            status = err.status if err.status >= 400 else 502
+            return web.Response(status=status, text=f"notebook server refused: {err.status}")
+        if isinstance(err, aiohttp.ClientConnectionError):
+            raise _upstream_error(upstream, err) from err
+        raise
+    up_limit = FrameLimit.on(ws_up.get_extra_info("socket"))
     try:
         # compress=False: Jupyter's server does not compress either, and deflate would run
         # on the hub's single event loop.
         ws_down = web.WebSocketResponse(
             protocols=(ws_up.protocol,) if ws_up.protocol else (),
-            autoping=True, max_msg_size=0, compress=False)
-        await ws_down.prepare(request)
+            autoping=True, max_msg_size=limit + 1, compress=False)
+        down_limit = await _prepare_watched(ws_down, request, limit)
         websockets.add(ws_down)
-        await _pump_both_ways(ws_down, ws_up, touch or _nothing)
+        await _pump_both_ways(ws_down, ws_up, down_limit, up_limit, touch or _nothing)
     finally:
         websockets.discard(ws_down)
         await ws_up.close()
     return ws_down
+
+
+async def _prepare_watched(ws: web.WebSocketResponse, request: web.Request,
+                           limit: int) -> FrameLimit | None:
+    """Send the 101 with a FrameLimit already on the browser's connection: a client sends no
+    frame before the 101 (RFC 6455 §4.1), so it sees them all. No upgrade, no FrameLimit."""
+    if request.transport is None:  # the browser has gone: prepare() says so
+        await ws.prepare(request)
+        return None
+    watch = FrameLimit.install(request.transport, limit, client=False)
+    request.transport.resume_reading()  # paused by _relay_websocket
+    try:
+        await ws.prepare(request)
+    except BaseException:
+        watch.remove()  # not a websocket after all: the connection goes on as HTTP
+        raise
+    return watch
 
 
 async def close_all(websockets: set) -> None:
@@ -341,10 +372,12 @@ def _nothing() -> None:
 
 
 async def _pump_both_ways(ws_down: web.WebSocketResponse,
-                          ws_up: aiohttp.ClientWebSocketResponse, touch) -> None:
+                          ws_up: aiohttp.ClientWebSocketResponse,
+                          down_limit: FrameLimit | None, up_limit: FrameLimit | None,
+                          touch) -> None:
     """Run one task per direction until either side closes; leave no task behind."""
-    tasks = [asyncio.create_task(_pump(ws_down, ws_up, touch)),
-             asyncio.create_task(_pump(ws_up, ws_down, touch))]
+    tasks = [asyncio.create_task(_pump(ws_down, ws_up, down_limit, touch)),
+             asyncio.create_task(_pump(ws_up, ws_down, up_limit, touch))]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -357,9 +390,10 @@ async def _pump_both_ways(ws_down: web.WebSocketResponse,
             raise failure
 
 
-async def _pump(src, dst, touch) -> None:
-    """Copy data frames src→dst (each one touch()es); when src closes, close dst with the
-    same code."""
+async def _pump(src, dst, src_limit: FrameLimit | None, touch) -> None:
+    """Copy data frames src→dst (each one touch()es, for the culler); when src closes, close
+    dst with the same code (1009 when src's FrameLimit refused a message: the other side
+    learns why, RFC 6455 §7.4.1)."""
     # Pings are answered on each hop (autoping) and do not surface here.
     try:
         async for msg in src:
@@ -375,5 +409,5 @@ async def _pump(src, dst, touch) -> None:
         log.info("websocket peer went away: %s", err)
         await src.close(code=1001)
         return
-    code = src.close_code
+    code = MESSAGE_TOO_BIG if src_limit is not None and src_limit.refused else src.close_code
     await dst.close(code=1000 if code == 1005 else 1001 if code in _UNSENDABLE_CLOSE else code)

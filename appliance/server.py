@@ -12,6 +12,7 @@ from aiohttp import web
 
 from appliance.app import build_app
 from appliance.config import Config
+from appliance.connections import ConnectionGuard
 from appliance.notify import Notifier
 from appliance.tls import server_context
 
@@ -20,6 +21,10 @@ log = logging.getLogger(__name__)
 #: sd_listen_fds(3): passed sockets start at this descriptor.
 SD_LISTEN_FDS_START = 3
 
+
+#: listen(2) backlog: asyncio listens again on a socket it is given, with this (aiohttp's
+#: SockSite passed 128, shrinking notebook-appliance.socket's Backlog=4096).
+BACKLOG = 4096
 
 #: How often STATUS= is refreshed for `systemctl status`.
 STATUS_EVERY = 10.0
@@ -76,22 +81,44 @@ def listening_sockets(cfg: Config) -> list[socket.socket]:
         for sock in sockets:
             log.info("hub serving on socket-activated %s", sock.getsockname())
         return sockets
-    family = socket.AF_INET6 if ":" in cfg.hub.listen else socket.AF_INET
-    sock = socket.create_server((cfg.hub.listen, cfg.hub.port), family=family, backlog=1024)
+    sock = bound_socket(cfg.hub.listen, cfg.hub.port)
     log.info("hub listening on %s:%s", cfg.hub.listen, cfg.hub.port)
     return [sock]
 
 
+def bound_socket(address: str, port: int) -> socket.socket:
+    """A listening TCP socket on address:port (SO_REUSEADDR, as socket.create_server sets)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    return socket.create_server((address, port), family=family, backlog=BACKLOG)
+
+
+class GuardedSite(web.SockSite):
+    """A SockSite whose connections pass the ConnectionGuard before aiohttp sees them."""
+
+    def __init__(self, runner: web.AppRunner, sock: socket.socket, guard: ConnectionGuard,
+                 tls: ssl.SSLContext | None) -> None:
+        super().__init__(runner, sock, ssl_context=tls, shutdown_timeout=SHUTDOWN_TIMEOUT)
+        self.runner, self.sock, self.guard, self.tls = runner, sock, guard, tls
+
+    async def start(self) -> None:
+        """SockSite.start (the same in aiohttp 3.8.4 and 3.11) with the guard's factory."""
+        await web.BaseSite.start(self)  # registers the site with its runner
+        server = self.runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            self.guard.factory(server), sock=self.sock, ssl=self.tls, backlog=BACKLOG)
+
+
 async def start_sites(runner: web.AppRunner, sockets: list[socket.socket],
-                      tls: ssl.SSLContext | None) -> None:
-    """Serve the app on each listening socket."""
+                      tls: ssl.SSLContext | None, guard: ConnectionGuard) -> None:
+    """Serve the app on each listening socket, through the guard."""
     for sock in sockets:
-        await web.SockSite(runner, sock, ssl_context=tls,
-                           shutdown_timeout=SHUTDOWN_TIMEOUT).start()
+        await GuardedSite(runner, sock, guard, tls).start()
 
 
-async def start_redirect(cfg: Config) -> web.AppRunner | None:
-    """With TLS and hub.redirect_port: a plain-HTTP listener that sends browsers to HTTPS."""
+async def start_redirect(cfg: Config, guard: ConnectionGuard) -> web.AppRunner | None:
+    """With TLS and hub.redirect_port: a plain-HTTP listener that sends browsers to HTTPS,
+    behind the same guard (a client's connections to both ports count together)."""
     if cfg.hub.ssl_cert is None or not cfg.hub.redirect_port:
         return None
 
@@ -103,12 +130,13 @@ async def start_redirect(cfg: Config) -> web.AppRunner | None:
         path = request.raw_path if request.raw_path.startswith("/") else "/"
         raise web.HTTPMovedPermanently(f"{origin}{path}")
 
-    app = web.Application()
+    app = web.Application(middlewares=[guard.middleware])
     app.router.add_route("*", "/{tail:.*}", to_https)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                           keepalive_timeout=cfg.hub.header_timeout)
     await runner.setup()
-    await web.TCPSite(runner, cfg.hub.listen, cfg.hub.redirect_port,
-                      reuse_address=True).start()
+    await GuardedSite(runner, bound_socket(cfg.hub.listen, cfg.hub.redirect_port), guard,
+                      None).start()
     return runner
 
 
@@ -165,13 +193,17 @@ async def serve(cfg: Config) -> None:
     notifier = Notifier()
     tls = server_context(cfg)  # a bad certificate stops the hub before it touches anything
     drain = Drain()
-    app = build_app(cfg, middlewares=[drain.middleware])
-    runner = drain.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    guard = ConnectionGuard(cfg.hub.header_timeout, cfg.hub.max_connections_per_address)
+    app = build_app(cfg, middlewares=[guard.middleware, drain.middleware])
+    # keepalive_timeout: an answered connection that sends nothing more is closed after the
+    # same time as a new one (aiohttp 3.8's default is 75 s, 3.11's an hour).
+    runner = drain.runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                          keepalive_timeout=cfg.hub.header_timeout)
     await runner.setup()  # runs the cleanup contexts: store, systemd, reconcile
     # Bound only now, as the hub is about to answer (a bound socket accepts connections).
     drain.listeners = listening_sockets(cfg)
-    await start_sites(runner, drain.listeners, tls)
-    redirect = await start_redirect(cfg)
+    await start_sites(runner, drain.listeners, tls, guard)
+    redirect = await start_redirect(cfg, guard)
     notifier.ready(await status_line(app))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

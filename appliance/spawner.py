@@ -204,7 +204,7 @@ class Spawner:
         except (SpawnError, SystemdError, OSError, asyncio.TimeoutError) as e:
             await self._spawn_failed(server, e)
             return
-        server.upstream = Upstream(str(server.paths.socket), server.token)
+        server.upstream = Upstream(str(server.paths.socket), server.token, self.cfg.proxy)
         server.last_activity = time.time()
         await self.set_state(server, RUNNING)
         log.info("user=%r server ready in %.2fs (%s)", server.label,
@@ -370,7 +370,7 @@ class Spawner:
         if state.running:
             self.queue.reserve(server.unit, self._profile(server).memory)
         if state.running and await probe(server.paths.socket, server.url + "api", server.token):
-            server.upstream = Upstream(str(server.paths.socket), server.token)
+            server.upstream = Upstream(str(server.paths.socket), server.token, self.cfg.proxy)
             server.cgroup = await self.systemd.unit_property(server.unit, SERVICE, "ControlGroup")
             server.oom_kills = -1
             await self.set_state(server, RUNNING)

@@ -10,34 +10,60 @@ from pathlib import Path
 import aiohttp
 from aiohttp import hdrs
 
+from appliance.config import ProxyConfig, defaults
+from appliance.framelimit import FrameLimit
+
+#: How long a request waits for a free connection to its server before it fails (a 502 page):
+#: aiohttp's connect timeout covers the wait for the pool (ClientTimeout docs).
+POOL_WAIT = 30.0
+
 
 class Upstream:
-    """One user's notebook server reached over its UNIX socket; holds a pooled ClientSession."""
+    """One user's notebook server reached over its UNIX socket; holds pooled ClientSessions."""
 
-    def __init__(self, socket_path: str, token: str):
+    def __init__(self, socket_path: str, token: str, proxy: ProxyConfig | None = None):
+        proxy = proxy or defaults().proxy
         self.socket_path = socket_path
         self.token = token
+        self.connections = proxy.upstream_connections
+        #: proxy.max_message_size: the relay holds websocket messages to it both ways.
+        self.max_message_size = proxy.max_message_size
         self._session: aiohttp.ClientSession | None = None
+        self._ws_session: aiohttp.ClientSession | None = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
-        """The pooled session, created on first use so it binds to the running loop."""
+        """The pooled session for HTTP, created on first use so it binds to the running loop."""
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                # limit=0: kernel websockets hold a connection each; the default cap of 100
-                # would make the 101st wait for ever.
-                connector=aiohttp.UnixConnector(path=self.socket_path, limit=0),
-                # Bodies pass through as encoded; the browser decodes them.
-                auto_decompress=False,
-                # No total/read timeout: downloads and kernel sockets live long.
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
-                # The browser's headers go through as sent; add none of our own.
-                skip_auto_headers=(hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.USER_AGENT,
-                                   hdrs.CONTENT_TYPE),
-                # Never keep one browser's cookies to send with another's requests.
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
+            # Bounded (and ws_session too): one user's browsers cannot make the hub hold more
+            # than this many descriptors toward their server; further requests wait for one.
+            self._session = self._new_session(
+                aiohttp.UnixConnector(path=self.socket_path, limit=self.connections))
         return self._session
+
+    @property
+    def ws_session(self) -> aiohttp.ClientSession:
+        """The session for kernel websockets: one fresh connection each, frames watched."""
+        if self._ws_session is None:
+            self._ws_session = self._new_session(_WebsocketConnector(
+                self.max_message_size, path=self.socket_path, limit=self.connections,
+                force_close=True))
+        return self._ws_session
+
+    def _new_session(self, connector: aiohttp.BaseConnector) -> aiohttp.ClientSession:
+        """A session over connector that passes requests through as the browser sent them."""
+        return aiohttp.ClientSession(
+            connector=connector,
+            # Bodies pass through as encoded; the browser decodes them.
+            auto_decompress=False,
+            # No total/read timeout: downloads and kernel sockets live long.
+            timeout=aiohttp.ClientTimeout(total=None, connect=POOL_WAIT, sock_connect=10),
+            # The browser's headers go through as sent; add none of our own.
+            skip_auto_headers=(hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.USER_AGENT,
+                               hdrs.CONTENT_TYPE),
+            # Never keep one browser's cookies to send with another's requests.
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
 
     async def get_json(self, path: str, timeout: float = 10.0) -> object:
         """GET a path of the server's own API with its token; the decoded JSON body."""
@@ -49,9 +75,29 @@ class Upstream:
 
     async def close(self) -> None:
         """Close the pooled connections."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._ws_session):
+            if session is not None:
+                await session.close()
+        self._session = self._ws_session = None
+
+
+class _WebsocketConnector(aiohttp.UnixConnector):
+    """Puts a FrameLimit on each new connection before its first byte is read, so it sees the
+    handshake's answer and every frame after it (force_close: one handshake per connection).
+
+    _create_connection is aiohttp's own hook (same signature in 3.8.4 and 3.11); after the
+    fact would be too late: aiohttp hands bytes read with the 101 straight to its parser.
+    """
+
+    def __init__(self, max_message_size: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.max_message_size = max_message_size
+
+    async def _create_connection(self, req, traces, timeout):
+        proto = await super()._create_connection(req, traces, timeout)
+        FrameLimit.install(proto.transport, self.max_message_size, client=True,
+                           after_head=True)
+        return proto
 
 
 async def probe(socket: Path, path: str, token: str) -> bool:

@@ -140,9 +140,13 @@ def test_hub_unit_is_notify_watchdog_and_hardened(vm, state):
     """3b. The hub is Type=notify with a watchdog, says what it serves, and is sandboxed."""
     need(state, "alice_ready")
     props = show(vm, HUB, "Type", "WatchdogUSec", "StatusText", "User", "ProtectSystem",
-                 "NoNewPrivileges")
+                 "NoNewPrivileges", "LimitNOFILE", "MemoryHigh", "MemoryMax")
     print(props)
     assert props["Type"] == "notify"
+    # Room for the 5,000 idle connections of tests/integration/test_floods.py, and a
+    # memory cap of the hub's own.
+    assert int(props["LimitNOFILE"]) >= 3 * 5000
+    assert int(props["MemoryHigh"]) == 2**30 and int(props["MemoryMax"]) == 2 * 2**30
     assert timespan_usec(props["WatchdogUSec"]) > 0
     assert props["ProtectSystem"] == "strict" and props["NoNewPrivileges"] == "yes"
     # STATUS= is refreshed every 10 s from the event loop.

@@ -22,6 +22,8 @@ session_max_age = "1h30m"
 ssl_cert = "/etc/ssl/nb.pem"
 ssl_key = "/etc/ssl/private/nb.key"
 trusted_proxies = ["127.0.0.1", "10.0.0.0/8", "::1"]
+header_timeout = "30s"
+max_connections_per_address = 500
 
 [auth]
 pam_service = "login"
@@ -54,6 +56,10 @@ environment = { LANG = "C.UTF-8", PIP_INDEX_URL = "http://mirror/simple" }
 memory = "1.5G"
 cpu = 2
 tasks = 1024
+
+[proxy]
+max_message_size = "16M"
+upstream_connections = 64
 """
 
 
@@ -70,7 +76,8 @@ def test_defaults():
     assert c.hub == config.HubConfig(
         listen="0.0.0.0", port=8000, state_dir=Path("/var/lib/notebook-appliance"),
         runtime_dir=Path("/run/notebook-appliance"), session_max_age=14 * 86400.0,
-        ssl_cert=None, ssl_key=None, redirect_port=0, trusted_proxies=(), user_domain="")
+        ssl_cert=None, ssl_key=None, redirect_port=0, trusted_proxies=(), user_domain="",
+        header_timeout=15.0, max_connections_per_address=3000)
     assert c.auth == config.AuthConfig(
         pam_service="notebook-appliance", min_uid=1000, allowed_groups=(),
         admin_group="notebook-admins", admin_users=(), admin_access=False,
@@ -84,6 +91,8 @@ def test_defaults():
         ip_address_deny=("169.254.0.0/16", "fe80::/10"), tmp_size=1024**3, default_url="/tree",
         shared_paths=(Path("/srv/data"),), environment=())
     assert c.limits == config.LimitsConfig(memory=1024**3, cpu=1.0, tasks=512)
+    assert c.proxy == config.ProxyConfig(max_message_size=64 * 1024**2,
+                                         upstream_connections=256)
 
 
 def test_config_is_frozen_and_hashable():
@@ -107,7 +116,8 @@ def test_full_file(tmp_path):
         session_max_age=5400.0, ssl_cert=Path("/etc/ssl/nb.pem"),
         ssl_key=Path("/etc/ssl/private/nb.key"), redirect_port=0,
         trusted_proxies=(ipaddress.ip_network("127.0.0.1"), ipaddress.ip_network("10.0.0.0/8"),
-                         ipaddress.ip_network("::1")), user_domain="")
+                         ipaddress.ip_network("::1")), user_domain="", header_timeout=30.0,
+        max_connections_per_address=500)
     assert c.auth == config.AuthConfig(
         pam_service="login", min_uid=2000, allowed_groups=("students", "staff"),
         admin_group="", admin_users=("alice",), admin_access=False, recheck_every=60.0,
@@ -122,6 +132,7 @@ def test_full_file(tmp_path):
         shared_paths=(Path("/srv/data"), Path("/srv/scratch")),
         environment=(("LANG", "C.UTF-8"), ("PIP_INDEX_URL", "http://mirror/simple")))
     assert c.limits == config.LimitsConfig(memory=3 * 512 * 1024**2, cpu=2.0, tasks=1024)
+    assert c.proxy == config.ProxyConfig(max_message_size=16 * 1024**2, upstream_connections=64)
     assert dict(c.spawner.environment)["LANG"] == "C.UTF-8"
 
 
@@ -156,7 +167,14 @@ BAD = [
      'hub.state_dir: expected an absolute path, got "var/lib/x"'),
     ("[hub]\nprot = 8000",
      "hub.prot: unknown key, expected one of: listen, port, state_dir, runtime_dir, "
-     "session_max_age, ssl_cert, ssl_key, redirect_port, trusted_proxies, user_domain"),
+     "session_max_age, ssl_cert, ssl_key, redirect_port, trusted_proxies, user_domain, "
+     "header_timeout, max_connections_per_address"),
+    ("[hub]\nheader_timeout = 'soon'",
+     'hub.header_timeout: expected a duration like "90s", "15m" or "1h30m", got "soon"'),
+    ("[hub]\nmax_connections_per_address = 0",
+     "hub.max_connections_per_address: expected an integer >= 1, got 0"),
+    ("[proxy]\nmax_message_size = 0",
+     'proxy.max_message_size: expected a size like "2G", got 0'),
     ("[profiles.big]\nmemory = 'lots'",
      'profiles.big.memory: expected a size like "2G", got "lots"'),
     ("[profiles.big]\nsize = 3",
@@ -171,7 +189,7 @@ BAD = [
      "spawner.named_servers_limit: expected an integer from 0 to 100, got -1"),
     ("[hubb]\nport = 8000",
      "hubb: unknown section, expected one of: hub, auth, spawner, limits, culler, metrics, "
-     "profiles"),
+     "proxy, profiles"),
     ("hub = 3", "hub: expected a table [hub], got 3"),
     ("[auth]\nallowed_groups = 'staff'",
      'auth.allowed_groups: expected a list of group names, got "staff"'),

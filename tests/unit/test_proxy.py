@@ -14,6 +14,7 @@ from aiohttp import ClientSession, WSMsgType, web
 from yarl import URL
 
 from appliance import errors
+from appliance.config import ProxyConfig
 from appliance.proxy import (
     HOP_BY_HOP,
     _normalise_general,
@@ -117,6 +118,8 @@ async def ws_echo(request: web.Request) -> web.WebSocketResponse:
     async for msg in ws:
         if msg.type is WSMsgType.TEXT and msg.data.startswith("close:"):
             await ws.close(code=int(msg.data[6:]))
+        elif msg.type is WSMsgType.TEXT and msg.data.startswith("big:"):
+            await ws.send_bytes(b"x" * int(msg.data[4:]))
         elif msg.type is WSMsgType.TEXT:
             await ws.send_str("echo:" + msg.data)
         elif msg.type is WSMsgType.BINARY:
@@ -183,10 +186,10 @@ async def _front_handler(request: web.Request) -> web.StreamResponse:
         return web.Response(status=err.status, text=type(err).__name__)
 
 
-async def _front(aiohttp_client, socket_path: str):
+async def _front(aiohttp_client, socket_path: str, proxy: ProxyConfig | None = None):
     """A test client talking to a front app that relays to socket_path."""
     app = web.Application()
-    upstream = Upstream(socket_path, TOKEN)
+    upstream = Upstream(socket_path, TOKEN, proxy)
     app["upstream"] = upstream
     app["websockets"] = set()
 
@@ -548,3 +551,115 @@ async def test_close_all_ends_open_websockets_going_away(client, notebook):
     await ws.close()
     await asyncio.sleep(0.1)
     assert not open_ws
+
+
+# --- websocket message size (proxy.max_message_size) --------------------------------------
+
+LIMIT = 1000
+
+
+@pytest.fixture
+async def small(aiohttp_client, notebook):
+    """A front whose websocket messages may be LIMIT bytes."""
+    return await _front(aiohttp_client, notebook["socket"],
+                        ProxyConfig(max_message_size=LIMIT, upstream_connections=4))
+
+
+def masked_frame(payload: bytes, opcode: int = 0x2, fin: bool = True) -> bytes:
+    """A client frame (RFC 6455 §5.2), masked with a random key as a browser sends it."""
+    key = os.urandom(4)
+    n = len(payload)
+    head = bytes(((0x80 if fin else 0) | opcode,))
+    head += bytes((0x80 | n,)) if n < 126 else bytes((0x80 | 126,)) + n.to_bytes(2, "big")
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+async def raw_ws(client) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A websocket to the echo server through the front, opened by hand."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(b"GET /user/alice/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                 b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 b"Sec-WebSocket-Version: 13\r\n\r\n")
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    return reader, writer
+
+
+async def test_messages_up_to_the_limit_pass_even_split_byte_by_byte(small, notebook):
+    reader, writer = await raw_ws(small)
+    frames = (masked_frame(b"a" * LIMIT)
+              + masked_frame(b"b" * 300, fin=False) + masked_frame(b"p", opcode=0x9)
+              + masked_frame(b"c" * 700, opcode=0x0))
+    for i in range(len(frames)):  # every header split across reads
+        writer.write(frames[i:i + 1])
+        await writer.drain()
+    got = b""
+    while got.count(b"\x82") < 2 or len(got) < 2 * (LIMIT + 4):
+        got += await asyncio.wait_for(reader.read(65536), 5)
+    assert got.count(b"a") == LIMIT and got.count(b"b") == 300 and got.count(b"c") == 700
+    writer.close()
+
+
+@pytest.mark.parametrize("frames", [
+    [masked_frame(b"x" * (LIMIT + 1))],  # refused from its header, its payload passed over
+    [masked_frame(b"y" * 600, fin=False), masked_frame(b"z" * 401, opcode=0x0)],
+], ids=["one-frame", "fragmented"])
+async def test_a_larger_message_from_the_browser_closes_both_sides_with_1009(small, notebook,
+                                                                            frames):
+    reader, writer = await raw_ws(small)
+    writer.write(b"".join(frames))
+    assert await asyncio.wait_for(reader.readexactly(4), 5) == b"\x88\x02\x03\xf1"  # 1009
+    writer.write(masked_frame(b"\x03\xf1", opcode=0x8))  # the browser answers the Close
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # and the hub hangs up
+    assert await asyncio.wait_for(notebook["ws_closed"], 5) == 1009
+    writer.close()
+
+
+async def test_a_larger_message_from_the_server_closes_both_sides_with_1009(small, notebook):
+    ws = await small.ws_connect("/user/alice/ws", protocols=(WS_PROTOCOL,))
+    await ws.send_str(f"big:{LIMIT}")
+    assert len(await ws.receive_bytes()) == LIMIT
+    await ws.send_str(f"big:{LIMIT + 1}")
+    msg = await ws.receive()
+    assert msg.type is WSMsgType.CLOSE and ws.close_code == 1009
+    assert await asyncio.wait_for(notebook["ws_closed"], 5) == 1009
+    await ws.close()
+
+
+async def test_a_users_websockets_hold_at_most_upstream_connections(aiohttp_client, notebook):
+    front = await _front(aiohttp_client, notebook["socket"],
+                         ProxyConfig(max_message_size=LIMIT, upstream_connections=2))
+    first = [await front.ws_connect("/user/alice/ws") for _ in range(2)]
+    third = asyncio.create_task(front.ws_connect("/user/alice/ws"))
+    await asyncio.sleep(0.5)
+    assert not third.done()  # waits for a connection to the server, holds no new one
+    await first[0].close()
+    ws = await asyncio.wait_for(third, 10)
+    await ws.send_str("x")
+    assert await ws.receive_str() == "echo:x"
+    for open_ws in (first[1], ws):
+        await open_ws.close()
+
+
+@pytest.mark.parametrize("path, key, status", [
+    ("ws-refuse", "dGhlIHNhbXBsZSBub25jZQ==", 403),  # the server refuses the handshake
+    ("ws", "", 400),  # the browser's handshake is incomplete: no Sec-WebSocket-Key
+], ids=["server-refuses", "no-key"])
+async def test_an_upgrade_that_fails_leaves_the_connection_working_as_http(small, path, key,
+                                                                           status):
+    reader, writer = await asyncio.open_connection("127.0.0.1", small.port)
+    writer.write(f"GET /user/alice/{path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                 f"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                 f"{'Sec-WebSocket-Key: ' + key + chr(13) + chr(10) if key else ''}"
+                 "Content-Length: 0\r\n\r\n".encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(f"HTTP/1.1 {status}".encode()), head
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")))
+    await reader.readexactly(length)
+    # The same connection, now a plain request with a body longer than LIMIT: answered.
+    body = b"~" * (4 * LIMIT)
+    writer.write(b"POST /user/alice/count HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    reply = await asyncio.wait_for(reader.read(), 5)
+    assert reply.startswith(b"HTTP/1.1 200") and b'"bytes": 4000' in reply, reply
+    writer.close()

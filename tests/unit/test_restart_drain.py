@@ -16,21 +16,23 @@ import aiohttp
 CLIENTS = 40
 RESTARTS = 20
 
-#: One hub's life, with the real Drain and start_sites, on an inherited listening socket.
+#: One hub's life, with the real Drain, guard and start_sites, on an inherited listening socket.
 HUB = textwrap.dedent("""
     import asyncio, os, signal, socket, sys
     from aiohttp import web
+    from appliance.connections import ConnectionGuard
     from appliance.server import Drain, start_sites
 
     async def main(fd):
         sock = socket.socket(fileno=fd)
         drain = Drain()
         drain.listeners = [sock]
-        app = web.Application(middlewares=[drain.middleware])
+        guard = ConnectionGuard(15.0, 3000)
+        app = web.Application(middlewares=[guard.middleware, drain.middleware])
         app.router.add_get("/", lambda request: web.json_response({"pid": os.getpid()}))
         runner = drain.runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        await start_sites(runner, [sock], None)
+        await start_sites(runner, [sock], None, guard)
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         print("ready", flush=True)
