@@ -4,7 +4,7 @@
 # Pinned so the lint gives the same answer on every machine and in CI.
 RUFF_VERSION = 0.17.6
 
-.PHONY: test deps bench classroom login-flood test-vm demo deb
+.PHONY: test deps bench classroom login-flood admin-bench test-vm demo deb
 
 VERSION := $(shell dpkg-parsechangelog -S Version 2>/dev/null)
 DEB = build/notebook-appliance_$(VERSION)_all.deb
@@ -46,6 +46,12 @@ bench:
 login-flood:
 	tests/infra/nspawn.sh "$$(tests/infra/rootfs.sh)" . \
 	    env PYTHONPATH=/src python3 /src/tests/bench/login_flood.py $(LOGIN_FLOOD_ARGS)
+
+# Figures: the admin page with ADMIN_ARGS="--servers 150" servers running: render time, the
+# live stream's hub CPU per second, the hub's RSS, in the booted container.
+admin-bench:
+	tests/infra/nspawn.sh "$$(tests/infra/rootfs.sh)" . \
+	    env PYTHONPATH=/src python3 /src/tests/bench/admin_console.py $(ADMIN_ARGS)
 
 # Figures: N new users log in through the form and start at the same moment, each runs a
 # cell; a probe times the hub meanwhile (CLASSROOM_ARGS="--sizes 50" for a short run). The
