@@ -198,14 +198,17 @@ def send(port: int, method: str, target: str, headers: list[tuple[str, str]],
         lines.append(f"Content-Type: {content_type}".encode())
     if body or method in ("POST", "PUT", "PATCH"):
         lines.append(f"Content-Length: {len(body)}".encode())
-    with socket.create_connection(("127.0.0.1", port), timeout=90) as sock:
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
         sock.sendall(b"\r\n".join(lines) + b"\r\n\r\n" + body)
         response = http.client.HTTPResponse(sock, method=method)
         response.begin()
-        try:
-            data = response.read(64 * 1024)
-        except http.client.IncompleteRead as e:  # a stream cut at Connection: close
-            data = e.partial
+        if response.status == 101:  # a websocket was opened: nothing to read, and it stays open
+            data = b""
+        else:
+            try:
+                data = response.read(64 * 1024)
+            except http.client.IncompleteRead as e:  # a stream cut at Connection: close
+                data = e.partial
         return Answer(response.status, response.getheader("Server", ""),
                       response.getheader("Location", ""), data)
 
