@@ -126,8 +126,8 @@ def queries(s: Scene) -> st.SearchStrategy[str]:
     items = st.sampled_from([
         "next=//evil.example/", "next=%2F%2Fevil.example", "next=/%5Cevil.example",
         "next=https://evil.example/", f"next=/user/{s.bob}/", "next=%09/evil.example",
-        f"token={s.token}", f"_xsrf={s.xsrf}", "profile=large", "remove=true", "x=%FF",
-        "a", "=", "&&"])
+        "next=/%09///evil.example", f"token={s.token}", f"_xsrf={s.xsrf}", "profile=large",
+        "remove=true", "x=%FF", "a", "=", "&&"])
     return st.lists(items, max_size=3).map(lambda qs: "?" + "&".join(qs) if qs else "")
 
 
