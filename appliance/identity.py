@@ -159,7 +159,18 @@ class Identities:
 def bearer_token(request: web.Request) -> str:
     """The token of `Authorization: token X` or `bearer X`, or ''."""
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    return value.strip() if scheme.lower() in ("token", "bearer") else ""
+    return ours(value.strip()) if scheme.lower() in ("token", "bearer") else ""
+
+
+def ours(secret: str) -> str:
+    """secret if it could be one the hub made (they are all ASCII), else ''.
+
+    aiohttp decodes header bytes that are not UTF-8 as lone surrogates, which no hash or HMAC
+    can encode: `Authorization: token \xff` or such a cookie was a 500 on every page (found
+    by tests/integration/test_fuzz_hub.py). Such a value is no credential: the request is
+    anonymous.
+    """
+    return secret if secret.isascii() else ""
 
 
 def same_origin(request: web.Request) -> bool:
@@ -190,7 +201,7 @@ def cookie_name(request: web.Request, name: str) -> str:
 
 def get_cookie(request: web.Request, name: str) -> str | None:
     """A hub cookie's value, under its name for this request's scheme."""
-    return request.cookies.get(cookie_name(request, name))
+    return ours(request.cookies.get(cookie_name(request, name)) or "") or None
 
 
 def set_cookie(response: web.StreamResponse, request: web.Request, name: str, value: str,

@@ -90,7 +90,11 @@ def _decode_segment(segment: str) -> str:
     """Percent-decode one path segment, refusing encoded separators, NUL and bad UTF-8."""
     try:
         decoded = unquote(segment, errors="strict")
-    except UnicodeDecodeError as err:
+        # aiohttp's parser decodes the request target with surrogateescape, so a raw byte
+        # that is not UTF-8 arrives as a lone surrogate that quote() cannot encode (it was a
+        # 500; found by tests/unit/test_fuzz_proxy.py with raw='/user/\udcff').
+        decoded.encode("utf-8")
+    except UnicodeError as err:
         raise errors.BadRequest(f"path segment is not UTF-8: {segment!r}") from err
     if any(ch in decoded for ch in _FORBIDDEN_IN_SEGMENT):
         raise errors.BadRequest(f"encoded separator or NUL in path segment: {segment!r}")

@@ -13,6 +13,9 @@ from appliance.store import UserRecord
     ("//evil.example/", "/hub/home"),
     ("https://evil.example/", "/hub/home"),
     ("/\\evil.example", "/hub/home"),
+    ("/\t///evil.example", "/hub/home"),  # yarl and browsers drop the tab: //evil.example
+    ("/\n///evil.example", "/hub/home"),
+    ("/user/alice/tree/my file", "/user/alice/tree/my file"),
     ("javascript:alert(1)", "/hub/home"),
     ("", "/hub/home"),
     (None, "/hub/home"),
