@@ -189,10 +189,11 @@ def test_kernel_over_proxied_websocket(vm, people, state):
     assert vm.ssh("test -e /srv/data/written-by-student", check=False).returncode != 0
 
 
-METADATA_CHECK = """
+METADATA = ("169.254.169.254", 8080)
+METADATA_CHECK = f"""
 import socket
 try:
-    socket.create_connection(("169.254.169.254", 80), timeout=5).close()
+    socket.create_connection({METADATA!r}, timeout=5).close()
     r = "connected"
 except OSError as e:
     r = type(e).__name__
@@ -201,10 +202,48 @@ r
 
 
 def test_cloud_metadata_is_out_of_reach(vm, people, state):
-    """4b. IPAddressDeny= (link-local by default): the kernel refuses at once (EPERM), where
-    without it the connection would be tried (refused or timed out by qemu's network)."""
+    """4b. IPAddressDeny= (link-local by default): a stand-in metadata service on
+    169.254.169.254 answers root in the VM, and a user's server cannot reach it."""
     need(state, "alice_ready")
-    assert people[USER1].execute(METADATA_CHECK) == {"result": "'PermissionError'"}
+    host, port = METADATA
+    vm.ssh(f"ip addr add {host}/32 dev lo")
+    vm.ssh(f"systemd-run --unit=fake-metadata python3 -m http.server --bind {host} {port}")
+    try:
+        control = (f"python3 -c \"import socket; socket.create_connection(('{host}', {port}), "
+                   "timeout=5).close(); print('connected')\"")
+        reached = wait_for("the stand-in metadata service", lambda: vm.ssh(
+            control, check=False).stdout.strip() == "connected", 30)
+        assert reached
+        result = people[USER1].execute(METADATA_CHECK)
+        print("from alice's server:", result)
+        assert result["result"] in ("'PermissionError'", "'TimeoutError'"), result
+    finally:
+        vm.ssh("systemctl stop fake-metadata", check=False)
+        vm.ssh(f"ip addr del {host}/32 dev lo", check=False)
+
+
+def test_admin_sees_the_cgroups_own_memory(vm, people, state):
+    """4c. The console's numbers are the cgroup's: alice's memory as GET /hub/api/users gives
+    it to an admin is within 10 % of what systemd says (MemoryCurrent), and the admin page
+    shows the server running."""
+    need(state, "alice_ready")
+    vm.ssh(f"adduser {INSTRUCTOR} notebook-admins")
+    token = vm.ssh(f"notebook-appliance token {INSTRUCTOR}").stdout.strip()
+    auth = {"Authorization": f"token {token}"}
+
+    def both() -> tuple[int, int] | None:
+        model = people[USER1].json("GET", "/hub/api/users/" + USER1, headers=auth)
+        ours = model["servers"][""].get("memory")
+        theirs = show(vm, f"notebook-{USER1}.service", "MemoryCurrent")["MemoryCurrent"]
+        if ours is None or not theirs.isdigit():
+            return None
+        return ours, int(theirs)
+
+    ours, theirs = wait_for("the sampler's reading", both, 30)
+    print(f"hub: {ours} bytes, systemd: {theirs} bytes")
+    assert abs(ours - theirs) <= 0.1 * theirs
+    status, page = people[USER1].request("GET", "/hub/admin", headers=auth)
+    assert status == 200 and f'data-user="{USER1}"' in page and "state-running" in page
 
 
 def test_other_user_is_forbidden(vm, people, state):
