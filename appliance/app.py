@@ -19,6 +19,7 @@ from appliance import (
     api,
     cgroups,
     culler,
+    firstlogin,
     metrics,
     origins,
     pages,
@@ -52,6 +53,7 @@ def build_app(cfg: Config, middlewares: Sequence = ()) -> web.Application:
         client_max_size=1024**2)
     app["config"] = cfg
     app["handoffs"] = origins.Handoffs()
+    app["first_logins"] = firstlogin.FirstLogins()
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_auth_ctx)
     app.cleanup_ctx.append(_spawner_ctx)
