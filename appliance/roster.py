@@ -34,6 +34,9 @@ GROUP = re.compile(r"[a-z_][a-z0-9_-]*")
 GECOS_FORBIDDEN = set(":,=")
 #: A header line is recognised by its first cell.
 HEADER_NAMES = {"username", "user", "login", "name", "user name"}
+#: nobody's uid (and above: nfsnobody, user namespaces' ranges): never a person, as the
+#: admin page's list has it.
+NOBODY = 65534
 #: Initial passwords: 16 characters without look-alikes (0/O, 1/l/I), ~92 bits.
 PASSWORD_ALPHABET = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 PASSWORD_LENGTH = 16
@@ -196,6 +199,8 @@ def export_sync(admits: Callable[[str], object]) -> list[Entry]:
             members.setdefault(m, set()).add(g.gr_name)
     entries = []
     for pw in sorted(pwd.getpwall(), key=lambda p: p.pw_name):
+        if pw.pw_uid >= NOBODY:
+            continue
         try:
             admits(pw.pw_name)
         except NotFound:
