@@ -24,6 +24,7 @@ from appliance import (
     origins,
     pages,
     profiles,
+    rosterpages,
     serverpages,
     tokenpages,
     usage,
@@ -68,6 +69,7 @@ def build_app(cfg: Config, middlewares: Sequence = ()) -> web.Application:
     adminpages.setup(app)
     serverpages.setup(app)
     tokenpages.setup(app)
+    rosterpages.setup(app)
     api.setup(app)
     userproxy.setup(app)
     return app

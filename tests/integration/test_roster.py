@@ -5,6 +5,7 @@ password change (real PAM: pam_chauthtok); `roster export`; the admin page's imp
 
 import csv
 import grp
+import html
 import io
 import pwd
 import re
@@ -13,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from .browser import Browser
@@ -145,3 +147,105 @@ async def test_export_lists_the_accounts_the_policy_admits(tmp_path, hub_config,
     [row] = [r for r in rows if r[0] == name]
     assert row[1] == "Grace Hopper" and group in row[2].split()
     assert system.name not in [r[0] for r in rows] and "nobody" not in [r[0] for r in rows]
+
+
+def textarea(page: str) -> str:
+    """The confirmation page's roster text, as the browser would send it back."""
+    return html.unescape(re.search(r'<textarea name="text" hidden>(.*?)</textarea>', page,
+                                   re.S)[1])
+
+
+async def upload(browser: Browser, text: str):
+    """The admin page's roster form: a multipart upload of a CSV file; the response."""
+    form = aiohttp.FormData()
+    form.add_field("_xsrf", browser.xsrf)
+    form.add_field("roster", text.encode(), filename="students.csv", content_type="text/csv")
+    async with browser.request("POST", "/hub/admin/roster", data=form) as r:
+        await r.read()
+        return r
+
+
+async def test_the_admin_page_imports_a_roster_after_a_confirmation(
+        hub_config, start_hub, make_user, imported):
+    teacher, existing = make_user(), make_user()
+    a, b = new_names(imported, 2)
+    cfg = hub_config(auth={"admin_users": [teacher.name], "manage_accounts": True})
+    hub = await start_hub(cfg)
+    async with Browser(hub) as t:
+        await t.login(teacher.name, teacher.password)
+        async with t.request("GET", "/hub/admin") as r:
+            assert 'enctype="multipart/form-data"' in await r.text()
+        r = await upload(t, f"{a},Alan Turing\n{existing.name},Old Hand\nBad!,x\n")
+        assert r.status == 400 and "line 3: &#39;Bad!&#39; is not a valid username" in \
+            await r.text()
+        r = await upload(t, f"username,full name\n{a},Alan Turing\n{b},Barbara Liskov\n"
+                            f"{existing.name},Old Hand\n")
+        page = await r.text()
+        assert r.status == 200 and "Create 2 accounts?" in page
+        assert f'data-create="{a}"' in page and f'data-existing="{existing.name}"' in page
+        for name in (a, b):
+            with pytest.raises(KeyError):
+                pwd.getpwnam(name)  # nothing before the confirmation
+        async with t.request("POST", "/hub/admin/roster/create", data={
+                "_xsrf": t.xsrf, "text": textarea(page)}) as r:
+            page = await r.text()
+        assert r.status == 200 and "shown only this once" in page
+        made = dict(re.findall(r'data-created="([^"]+)"><td>[^<]+</td><td><code>([^<]+)<',
+                               page))
+    assert sorted(made) == sorted([a, b]) and pwd.getpwnam(b).pw_gecos == "Barbara Liskov"
+    async with Browser(hub) as student:
+        await change_form(student, b, made[b])
+
+
+async def test_without_manage_accounts_the_admin_page_only_reads(hub_config, start_hub,
+                                                                 make_user, imported):
+    teacher, student = make_user(), make_user()
+    [name] = new_names(imported, 1)
+    hub = await start_hub(hub_config(auth={"admin_users": [teacher.name]}))
+    async with Browser(hub) as t:
+        await t.login(teacher.name, teacher.password)
+        async with t.request("GET", "/hub/admin") as r:
+            page = await r.text()
+        assert "manage_accounts = true" in page and "multipart/form-data" not in page
+        assert "Remove from hub" not in page
+        r = await upload(t, f"{name},Nobody Made\n")
+        assert r.status == 403 and "manage_accounts = true" in await r.text()
+        async with t.request("POST", "/hub/admin/roster/create", data={
+                "_xsrf": t.xsrf, "text": f"{name},Nobody Made\n"}) as r:
+            assert r.status == 403
+        async with t.request("POST", "/hub/admin/action", data={
+                "_xsrf": t.xsrf, "action": "remove", "user": student.name,
+                "confirm": "yes"}) as r:
+            assert r.status == 403 and "manage_accounts = true" in await r.text()
+    with pytest.raises(KeyError):
+        pwd.getpwnam(name)
+    assert await hub.app["store"].get_user(student.name) is not None
+
+
+async def test_remove_from_hub_ends_session_token_and_server_but_keeps_the_account(
+        hub_config, start_hub, make_user):
+    teacher, student = make_user(), make_user()
+    cfg = hub_config(auth={"admin_users": [teacher.name], "manage_accounts": True})
+    hub = await start_hub(cfg)
+    token = cli(cfg, "token", student.name)
+    async with Browser(hub) as s, Browser(hub, token=token) as api, Browser(hub) as t:
+        assert (await s.login(student.name, student.password)).status == 302
+        async with api.request("POST", f"/hub/api/users/{student.name}/server") as r:
+            assert r.status in (201, 202)
+        assert (await api.progress(student.name))[-1]["ready"]
+        await t.login(teacher.name, teacher.password)
+        form = {"_xsrf": t.xsrf, "action": "remove", "user": student.name}
+        async with t.request("POST", "/hub/admin/action", data=form) as r:
+            assert f"deluser --remove-home {student.name}" in await r.text()
+        assert hub.app["spawner"].get(student.name).state == "running", "no confirmation"
+        async with t.request("POST", "/hub/admin/action", data={**form, "confirm": "yes"}) as r:
+            async with t.request("GET", r.headers["Location"]) as page:
+                assert f"Removed {student.name} from the hub: 1 server(s) stopped, 1 " \
+                       "session(s) and 1 token(s) ended" in await page.text()
+        assert hub.app["spawner"].get(student.name).state == "stopped"
+        async with s.request("GET", "/hub/home") as r:
+            assert r.status == 302, "the session still works"
+        async with api.request("GET", "/hub/api/user") as r:
+            assert r.status in (401, 403), "the token still works"
+    assert pwd.getpwnam(student.name).pw_name == student.name
+    assert await hub.app["store"].get_user(student.name) is None
