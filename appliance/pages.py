@@ -13,7 +13,7 @@ from urllib.parse import quote, urlsplit
 import jinja2
 from aiohttp import web
 
-from appliance import culler, profiles
+from appliance import culler, profiles, roster
 from appliance.clientaddr import client_address
 from appliance.config import format_size
 from appliance.errors import AuthError, Busy, PasswordExpired
@@ -30,6 +30,9 @@ from appliance.identity import (
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
+#: An expired password where the hub may not write /etc (the installed unit's sandbox).
+CANNOT_CHANGE = ("Your password has expired, and this hub cannot change passwords. Please "
+                 "ask your administrator to set a new one.")
 
 
 def setup(app: web.Application) -> None:
@@ -141,6 +144,9 @@ async def login_submit(request: web.Request) -> web.Response:
     try:
         account = await request.app["auth"].login(username, password, client)
     except PasswordExpired as e:
+        if not roster.etc_writable():
+            return render(request, "login.html", status=403, next=target, username=username,
+                          error=CANNOT_CHANGE)
         change_id = request.app["first_logins"].begin(e.name, password, client)
         return render(request, "password.html", next=target, username=e.name,
                       change=change_id, error=e.user_message)

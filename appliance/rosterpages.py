@@ -5,7 +5,6 @@ initial passwords once; the accounts are made as `notebook-appliance roster impo
 
 import asyncio
 import logging
-import os
 
 from aiohttp import web
 
@@ -70,7 +69,7 @@ async def create(request: web.Request) -> web.Response:
     text = str(form.get("text", ""))
     problems, made = [], []
     try:
-        if not etc_writable():
+        if not roster.etc_writable():
             raise roster.RosterError([SANDBOXED])
         missing, _ = await plan(text)
         made = await roster.create_all(missing)
@@ -87,7 +86,3 @@ SANDBOXED = ("The hub cannot create accounts here: /etc is read-only to it (its 
              "ProtectSystem=strict). Import the roster as root instead: "
              "notebook-appliance roster import FILE.csv")
 
-
-def etc_writable() -> bool:
-    """Whether /etc is on a writable mount for this process (statvfs(3) ST_RDONLY)."""
-    return not os.statvfs("/etc").f_flag & os.ST_RDONLY
