@@ -59,6 +59,25 @@ async def refuse(app: web.Application, name: str, why: str) -> None:
                 name, why, ended, stopped)
 
 
+async def remove_from_hub(app: web.Application, name: str, by: str) -> tuple[int, int, int]:
+    """Forget a user (an admin's "Remove from hub"): stop their servers, end their sessions
+    and tokens, drop their row; the OS account stays. (servers, sessions, tokens) ended."""
+    stopped = 0
+    for server in app["spawner"].of_user(name):
+        if server.state in (ServerState.STARTING, ServerState.RUNNING):
+            try:
+                await app["spawner"].stop(name, server.name, cause=Cause.ADMIN)
+                stopped += 1
+            except Conflict:
+                pass  # it stopped on its own meanwhile
+    sessions, tokens = await app["store"].remove_user(name)
+    app["identities"].forget_user(name)
+    log.warning("user=%r removed from the hub by admin %r: %d server(s) stopped, %d session(s) "
+                "and %d token(s) ended; the OS account is kept", name, by, stopped, sessions,
+                tokens)
+    return stopped, sessions, tokens
+
+
 async def watch(app: web.Application) -> None:
     """Re-check every auth.recheck_every until the hub stops."""
     every = app["config"].auth.recheck_every

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from appliance import access, capacity, cgroups, usage
+from appliance import access, accountwatch, capacity, cgroups, usage
 from appliance.api import start_spawn
 from appliance.auth import Authenticator
 from appliance.errors import Conflict, Forbidden
@@ -27,6 +27,10 @@ from appliance.pages import checked_form, current, redirect, render
 STREAM_EVERY = 3.0
 SORTS = ("name", "admin", "state", "memory", "cpu", "started", "activity")
 STATES = ("running", "starting", "stopping", "stopped")
+#: What an administrator reads when the hub may not manage accounts.
+TURNED_OFF = ("Importing a roster and removing users from the hub are off: set "
+              "manage_accounts = true under [auth] in /etc/notebook-appliance/appliance.toml "
+              "and restart the hub (systemctl restart notebook-appliance).")
 
 
 @dataclass
@@ -174,6 +178,8 @@ async def admin_page(request: web.Request) -> web.Response:
                   q=q, state=state, sort=sort, desc=desc, links=links, states=STATES,
                   done=request.query.get("done", ""),
                   admin_access=request.app["config"].auth.admin_access, now=time.time(),
+                  manage_accounts=request.app["config"].auth.manage_accounts,
+                  turned_off=TURNED_OFF,
                   confirm=None)
 
 
@@ -196,7 +202,15 @@ ACTIONS = {
     "stop": "Stop {user}'s server",
     "stop-all": "Stop every running server",
     "stop-idle": "Stop every server idle for more than {minutes} minutes",
+    "remove": "Remove {user} from the hub",
 }
+#: What the confirmation page says under each action.
+HINTS = {
+    "remove": "Their servers stop, their sessions and tokens end, and the hub forgets them. "
+              "Their OS account and home stay (they can log in again while the account "
+              "exists); to delete both: deluser --remove-home {user}",
+}
+HINT = "Files are kept; a stopped server can be started again."
 
 
 async def admin_action(request: web.Request) -> web.Response:
@@ -207,13 +221,15 @@ async def admin_action(request: web.Request) -> web.Response:
     action = str(form.get("action", ""))
     user = str(form.get("user", ""))
     minutes = str(form.get("minutes", "60"))
-    if action not in ACTIONS or (action in ("start", "stop") and not user) or (
+    if action not in ACTIONS or (action in ("start", "stop", "remove") and not user) or (
             action == "stop-idle" and not (minutes.isdigit() and int(minutes) > 0)):
         raise Conflict(f"bad admin action {action!r}", user_message="That action is unknown.")
+    if action == "remove" and not request.app["config"].auth.manage_accounts:
+        raise Forbidden(f"{identity.name}: auth.manage_accounts is off", user_message=TURNED_OFF)
     words = ACTIONS[action].format(user=user, minutes=minutes)
     if form.get("confirm") != "yes":
         return render(request, "admin_confirm.html", words=words, action=action, target=user,
-                      minutes=minutes)
+                      minutes=minutes, hint=HINTS.get(action, HINT).format(user=user))
     done = await perform(request, identity, action, user, int(minutes) if
                          minutes.isdigit() else 60)
     redirect("/hub/admin?" + urlencode({"done": done}))
@@ -229,6 +245,12 @@ async def perform(request: web.Request, identity, action: str, user: str,
         except Conflict:
             return f"{user}'s server is already running or starting."
         return f"{user}'s server is starting."
+    if action == "remove":
+        stopped, sessions, tokens = await accountwatch.remove_from_hub(request.app, user,
+                                                                       identity.name)
+        return (f"Removed {user} from the hub: {stopped} server(s) stopped, {sessions} "
+                f"session(s) and {tokens} token(s) ended. Their OS account and home are kept; "
+                f"to delete them: deluser --remove-home {user}")
     if action == "stop":
         try:
             await spawner.stop(user, cause=access.stop_cause(identity, user))

@@ -19,10 +19,12 @@ from appliance import (
     api,
     cgroups,
     culler,
+    firstlogin,
     metrics,
     origins,
     pages,
     profiles,
+    rosterpages,
     serverpages,
     tokenpages,
     usage,
@@ -52,6 +54,7 @@ def build_app(cfg: Config, middlewares: Sequence = ()) -> web.Application:
         client_max_size=1024**2)
     app["config"] = cfg
     app["handoffs"] = origins.Handoffs()
+    app["first_logins"] = firstlogin.FirstLogins()
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_auth_ctx)
     app.cleanup_ctx.append(_spawner_ctx)
@@ -66,6 +69,7 @@ def build_app(cfg: Config, middlewares: Sequence = ()) -> web.Application:
     adminpages.setup(app)
     serverpages.setup(app)
     tokenpages.setup(app)
+    rosterpages.setup(app)
     api.setup(app)
     userproxy.setup(app)
     return app

@@ -8,6 +8,8 @@ accounts on a pool of their own, so a flood of bad logins never slows them.
 
 import asyncio
 import collections
+import ctypes
+import ctypes.util
 import grp
 import logging
 import os
@@ -19,9 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pam
+from pam.__internals import PamConv, PamHandle, PamResponse, conv_func
 
 from appliance.config import AuthConfig
-from appliance.errors import AuthError, Busy, NotFound, TooManyAttempts
+from appliance.errors import AuthError, Busy, NotFound, PasswordExpired, TooManyAttempts
 from appliance.systemd import escape_unit_part
 from appliance.throttle import LoginThrottle, in_words
 
@@ -89,9 +92,12 @@ class Authenticator:
         except BaseException:  # throttled while in line, PAM line full, request cancelled
             self.throttle.abandoned(client, username)
             raise
+        if account is not None or isinstance(refusal, PasswordExpired):
+            self.throttle.succeeded(client, username)  # the password was right
         if account is not None:
-            self.throttle.succeeded(client, username)
             return account
+        if isinstance(refusal, PasswordExpired):
+            raise refusal
         self.throttle.failed(client, username)
         if isinstance(refusal, NotFound):
             # Answered as late as a wrong password would be, so the timing never tells
@@ -115,6 +121,10 @@ class Authenticator:
         except NotFound as e:
             log.info("login refused: client=%s user=%r by policy: %s", client, username, e)
             return None, e
+        if not ok and reason == EXPIRED:
+            log.info("login: client=%s user=%r must choose a new password (PAM: %s)",
+                     client, username, "new authentication token required")
+            return None, PasswordExpired(account.name)
         if not ok:
             self._failure_times.append(took)
             log.info("login refused: client=%s user=%r by PAM: %s", client, username, reason)
@@ -178,7 +188,30 @@ class Authenticator:
             _set_rhost(handle, client)
         ok = handle.authenticate(username, password, service=self.cfg.pam_service,
                                  resetcreds=False)
+        if handle.code == pam.PAM_NEW_AUTHTOK_REQD:  # pam_acct_mgmt(3): must change it first
+            return False, EXPIRED
         return ok, str(handle.reason)
+
+    async def change_expired_password(self, username: str, current: str, new: str,
+                                      client: str = "unknown") -> Account:
+        """Replace an expired password through PAM (pam_chauthtok(3)) and return the account;
+        AuthError with PAM's own words (a weak password, say) if it is refused."""
+        ok, reason, account = await self._on_pam_thread(
+            client, username, self._policy_then_change, username, current, new, client)
+        if not ok:
+            log.info("password change refused: client=%s user=%r by PAM: %s", client,
+                     username, reason)
+            raise AuthError(f"PAM refused a new password for {username!r}: {reason}",
+                            user_message=reason)
+        log.info("password changed: client=%s user=%r", client, username)
+        return account
+
+    def _policy_then_change(self, username: str, current: str, new: str, client: str
+                            ) -> tuple[bool, str, Account]:
+        """The policy (NotFound), then PAM's password change."""
+        account = self.account_sync(username)
+        ok, reason = change_password(self.cfg.pam_service, username, current, new, client)
+        return ok, reason, account
 
     def account_sync(self, username: str) -> Account:
         """The policy: a real account, uid above the floor, in allowed_groups if set, neither
@@ -227,6 +260,81 @@ def _set_rhost(handle, rhost: str) -> None:
         return authenticate(pamh, flags)
 
     handle.pam_authenticate = set_rhost_then_authenticate
+
+
+#: What _pam_check says for pam_acct_mgmt's PAM_NEW_AUTHTOK_REQD.
+EXPIRED = "password expired"
+# python-pam 2.0.2 binds no pam_chauthtok(3); bound here as it binds the others.
+_libpam = ctypes.CDLL(ctypes.util.find_library("pam"))
+_libpam.pam_chauthtok.restype = ctypes.c_int
+_libpam.pam_chauthtok.argtypes = [PamHandle, ctypes.c_int]
+
+
+def change_password(service: str, username: str, current: str, new: str, rhost: str
+                    ) -> tuple[bool, str]:
+    """pam_authenticate, pam_acct_mgmt, then pam_chauthtok(PAM_CHANGE_EXPIRED_AUTHTOK) on one
+    handle: (True, "") or (False, what PAM said, in words).
+
+    python-pam 2.0.2 has no password change, and its conversation answers every prompt of a
+    call with the one password; so this uses its ctypes bindings (handle, conversation types,
+    pam_start/pam_end) with a conversation of its own: the prompts with echo off are answered
+    in order (pam_unix asks for the current password, then the new one twice), and the
+    error messages PAM shows are kept to tell the user why a password was refused.
+    """
+    binding = pam.pam()
+    answers: list[bytes] = [current.encode()]
+    said: list[str] = []
+    callback = _conversation(binding.calloc, answers, said)
+    conv = PamConv(callback, None)
+    handle = PamHandle()
+    if binding.pam_start(service.encode(), username.encode(), ctypes.byref(conv),
+                         ctypes.byref(handle)) != pam.PAM_SUCCESS:
+        return False, "PAM could not start"
+    code = pam.PAM_SUCCESS
+    try:
+        if rhost != "unknown":
+            binding.pam_set_item(handle, pam.PAM_RHOST, rhost.encode())
+        code = binding.pam_authenticate(handle, 0)
+        if code == pam.PAM_SUCCESS:
+            code = binding.pam_acct_mgmt(handle, 0)
+        if code not in (pam.PAM_SUCCESS, pam.PAM_NEW_AUTHTOK_REQD):
+            return False, "The current password was not accepted."
+        said.clear()  # pam_unix's "You are required to change your password immediately"
+        answers[:] = [current.encode(), new.encode(), new.encode()]
+        # PAM_CHANGE_EXPIRED_AUTHTOK: only an expired password, and pam_unix asks for the
+        # current one even from root (its root shortcut needs the flag off).
+        code = _libpam.pam_chauthtok(handle, pam.PAM_CHANGE_EXPIRED_AUTHTOK)
+        if code != pam.PAM_SUCCESS:
+            why = " ".join(said) or binding.pam_strerror(handle, code).decode()
+            return False, why
+        return True, ""
+    finally:
+        binding.pam_end(handle, code)
+
+
+def _conversation(calloc, answers: list[bytes], said: list[str]):
+    """A PAM conversation (pam_conv(3)) answering echo-off prompts from answers in order
+    and keeping PAM's error messages in said."""
+    @conv_func
+    def converse(n, messages, p_response, _appdata):
+        # PAM frees the responses with free(3): they must come from libc's allocator.
+        addr = calloc(n, ctypes.sizeof(PamResponse))
+        response = ctypes.cast(addr, ctypes.POINTER(PamResponse))
+        p_response[0] = response
+        for i in range(n):
+            style = messages[i].contents.msg_style
+            text = (messages[i].contents.msg or b"").decode(errors="replace").strip()
+            if style == pam.PAM_PROMPT_ECHO_OFF:
+                if not answers:
+                    return pam.PAM_CONV_ERR  # more prompts than expected: give up, change nothing
+                answer = answers.pop(0)
+                buf = calloc(len(answer) + 1, 1)
+                ctypes.memmove(buf, answer, len(answer))
+                response[i].resp = buf
+            elif style == pam.PAM_ERROR_MSG and text:  # not "Changing password for ..."
+                said.append(text)
+        return pam.PAM_SUCCESS
+    return converse
 
 
 def _groups_of(pw: pwd.struct_passwd) -> set[str]:

@@ -1,4 +1,4 @@
-"""The `notebook-appliance` command: serve, token, generate-config, check-config."""
+"""The `notebook-appliance` command: serve, token, roster, generate-config, check-config."""
 
 import argparse
 import asyncio
@@ -33,6 +33,11 @@ def parser() -> argparse.ArgumentParser:
     tok.add_argument("--list", metavar="USER", dest="list_user",
                      help="list USER's tokens (id, note, created, last used, expires)")
     tok.add_argument("--revoke", metavar="ID", type=int, help="delete the token with this id")
+    roster = sub.add_parser("roster", help="import a class list as OS accounts; export it",
+                            usage="notebook-appliance roster import FILE.csv | export")
+    roster.add_argument("action", choices=("import", "export"))
+    roster.add_argument("file", nargs="?", type=Path,
+                        help="CSV: username, full name, groups (blank- or ;-separated)")
     sub.add_parser("generate-config", help="print every key with its default and help")
     check = sub.add_parser("check-config", help="validate a configuration file")
     check.add_argument("path", nargs="?", type=Path)
@@ -117,6 +122,46 @@ def allowed_account(cfg: config.Config, name: str) -> str:
         auth.close()
 
 
+def cmd_roster(args) -> int:
+    """Import a roster (print the new accounts' initial passwords once) or export one."""
+    from appliance import roster
+
+    cfg = load_config(args.config)
+    if args.action == "export":
+        from appliance.auth import Authenticator
+
+        auth = Authenticator(cfg.auth)
+        try:
+            sys.stdout.write(roster.roster_csv(roster.export_sync(auth.account_sync)))
+        finally:
+            auth.close()
+        return 0
+    if args.file is None:
+        raise ConfigError("roster import: give the CSV file (username, full name, groups)")
+    return import_roster(args.file.read_text(encoding="utf-8-sig"))
+
+
+def import_roster(text: str) -> int:
+    """Create the missing accounts of a roster; their passwords as CSV on stdout, the rest
+    said on stderr."""
+    from appliance import roster
+
+    missing, existing = roster.plan_sync(text)
+    for name in existing:
+        print(f"{name}: the account exists already; left as it is", file=sys.stderr)
+    try:
+        made = asyncio.run(roster.create_all(missing))
+    except roster.RosterError as e:
+        if e.created:  # their passwords are shown now or never
+            sys.stdout.write(roster.passwords_csv(e.created))
+        raise
+    if made:
+        sys.stdout.write(roster.passwords_csv(made))
+    print(f"{len(made)} account(s) created; each must choose a new password at first login. "
+          "The passwords above are not stored anywhere.", file=sys.stderr)
+    return 0
+
+
 def print_tokens(tokens) -> None:
     """A table of tokens, one per line, times in UTC."""
     def when(t: float | None) -> str:
@@ -144,5 +189,6 @@ def cmd_check_config(args) -> int:
     return 0
 
 
-VERBS = {"serve": cmd_serve, "token": cmd_token, "generate-config": cmd_generate_config,
+VERBS = {"serve": cmd_serve, "token": cmd_token, "roster": cmd_roster,
+         "generate-config": cmd_generate_config,
          "check-config": cmd_check_config}

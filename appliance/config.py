@@ -233,6 +233,9 @@ class AuthConfig:
     admin_access: bool = _opt(False, _bool,
         "Whether administrators may open (use) other users' servers; they may always start "
         "and stop them.")
+    manage_accounts: bool = _opt(False, _bool,
+        "Whether the admin page may import a roster (create OS accounts with initial "
+        "passwords); off, it only reads. `notebook-appliance roster import` works either way.")
     recheck_every: float = _opt("60s", parse_duration,
         "How often everyone with a session, token or server is checked again: a locked, "
         "expired, removed or no longer allowed account loses its sessions and its server.")

@@ -26,6 +26,18 @@ class AuthError(ApplianceError):
     status = 403
 
 
+class PasswordExpired(AuthError):
+    """The password was right but has expired (pam_acct_mgmt: PAM_NEW_AUTHTOK_REQD): the user
+    must choose a new one before logging in."""
+
+    status = 200
+
+    def __init__(self, name: str):
+        super().__init__(f"{name!r} must change an expired password",
+                         user_message="Your password has expired: please choose a new one.")
+        self.name = name
+
+
 class TooManyAttempts(AuthError):
     """Login throttled after repeated failures; retry_after says for how long (seconds)."""
 

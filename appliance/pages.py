@@ -13,10 +13,10 @@ from urllib.parse import quote, urlsplit
 import jinja2
 from aiohttp import web
 
-from appliance import culler, profiles
+from appliance import culler, profiles, roster
 from appliance.clientaddr import client_address
 from appliance.config import format_size
-from appliance.errors import AuthError, Busy
+from appliance.errors import AuthError, Busy, PasswordExpired
 from appliance.identity import (
     SESSION_COOKIE,
     VISITOR_COOKIE,
@@ -30,6 +30,9 @@ from appliance.identity import (
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
+#: An expired password where the hub may not write /etc (the installed unit's sandbox).
+CANNOT_CHANGE = ("Your password has expired, and this hub cannot change passwords. Please "
+                 "ask your administrator to set a new one.")
 
 
 def setup(app: web.Application) -> None:
@@ -51,6 +54,7 @@ def setup(app: web.Application) -> None:
     r.add_get("/hub/", hub_root)
     r.add_get("/hub/login", login_form)
     r.add_post("/hub/login", login_submit)
+    r.add_post("/hub/login/password", password_submit)
     r.add_get("/hub/logout", logout_form)
     r.add_post("/hub/logout", logout)
     r.add_get("/hub/home", home)
@@ -142,14 +146,26 @@ async def login_submit(request: web.Request) -> web.Response:
     username = str(form.get("username", "")).strip()
     target = safe_next(str(form.get("next", "")))
     client = client_address(request, request.app["config"].hub.trusted_proxies)
+    password = str(form.get("password", ""))
     try:
-        account = await request.app["auth"].login(username, str(form.get("password", "")),
-                                                  client)
+        account = await request.app["auth"].login(username, password, client)
+    except PasswordExpired as e:
+        if not roster.etc_writable():
+            return render(request, "login.html", status=403, next=target, username=username,
+                          error=CANNOT_CHANGE)
+        change_id = request.app["first_logins"].begin(e.name, password, client)
+        return render(request, "password.html", next=target, username=e.name,
+                      change=change_id, error=e.user_message)
     except (AuthError, Busy) as e:
         response = render(request, "login.html", status=e.status, next=target,
                           username=username, error=e.user_message)
         set_retry_after(response, e)
         return response
+    return await logged_in(request, account, client, target)
+
+
+async def logged_in(request: web.Request, account, client: str, target: str):
+    """A new session (and CSRF token) for account and a redirect to target."""
     await request.app["store"].ensure_user(account.name, account.admin)
     identities = request.app["identities"]
     secret = await identities.start_session(account.name)
@@ -159,6 +175,46 @@ async def login_submit(request: web.Request) -> web.Response:
     set_cookie(response, request, SESSION_COOKIE, secret, max_age=max_age)
     set_cookie(response, request, XSRF_COOKIE, identities.xsrf_token(request, session=secret))
     raise response
+
+
+async def password_submit(request: web.Request) -> web.Response:
+    """POST /hub/login/password: the new password for an expired one, changed through PAM;
+    then logged in, or the form again with PAM's reason in words."""
+    form = await checked_form(request)
+    target = safe_next(str(form.get("next", "")))
+    client = client_address(request, request.app["config"].hub.trusted_proxies)
+    changes = request.app["first_logins"]
+    change_id = str(form.get("change", ""))
+    pending = changes.take_turn(change_id, client)
+    if pending is None:
+        return render(request, "login.html", status=403, next=target, username="",
+                      error="That form has expired; please log in again.")
+    new, again = str(form.get("new_password", "")), str(form.get("new_password2", ""))
+    error = new_password_problem(pending.current, new, again)
+    if not error:
+        try:
+            account = await request.app["auth"].change_expired_password(
+                pending.name, pending.current, new, client)
+        except (AuthError, Busy) as e:
+            error = e.user_message
+        else:
+            changes.finish(change_id)
+            return await logged_in(request, account, client, target)
+    return render(request, "password.html", status=400, next=target, username=pending.name,
+                  change=change_id, error=error)
+
+
+def new_password_problem(current: str, new: str, again: str) -> str:
+    """What the hub can say about a new password before PAM sees it, or ''."""
+    if not new:
+        return "Please type a new password."
+    if new != again:
+        return "The two new passwords differ; please type the same one twice."
+    if new == current:
+        return "The new password must differ from the current one."
+    if "\0" in new or len(new) > 512:
+        return "That password cannot be used."
+    return ""
 
 
 async def logout_form(request: web.Request) -> web.Response:

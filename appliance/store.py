@@ -221,6 +221,25 @@ class Store:
                                " ORDER BY name")
         return [UserRecord(r[0], bool(r[1]), r[2], r[3]) for r in rows]
 
+    async def remove_user(self, name: str) -> tuple[int, int]:
+        """Forget a user: their sessions, tokens, server rows and user row (the OS account
+        is not the store's); how many sessions and tokens there were."""
+        return await self._run(self._remove_user, name)
+
+    def _remove_user(self, name: str) -> tuple[int, int]:
+        # One transaction (the connection autocommits otherwise): all of it or nothing.
+        self._q("BEGIN")
+        try:
+            sessions = self._count("DELETE FROM sessions WHERE user=?", name)
+            tokens = self._count("DELETE FROM tokens WHERE user=?", name)
+            self._q("DELETE FROM servers WHERE user=?", name)
+            self._q("DELETE FROM users WHERE name=?", name)
+        except BaseException:
+            self._q("ROLLBACK")
+            raise
+        self._q("COMMIT")
+        return sessions, tokens
+
     async def touch_user(self, name: str, when: float) -> None:
         """Record activity of a user."""
         await self._run(self._q, "UPDATE users SET last_activity=? WHERE name=?", when, name)

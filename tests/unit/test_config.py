@@ -31,6 +31,7 @@ min_uid = 2000
 allowed_groups = ["students", "staff"]
 admin_group = ""
 admin_users = ["alice"]
+manage_accounts = true
 pam_threads = 8
 pam_queue = 0
 lookup_threads = 1
@@ -81,8 +82,9 @@ def test_defaults():
     assert c.auth == config.AuthConfig(
         pam_service="notebook-appliance", min_uid=1000, allowed_groups=(),
         admin_group="notebook-admins", admin_users=(), admin_access=False,
-        recheck_every=60.0, pam_threads=4, pam_queue=500, lookup_threads=2, max_failures=5,
-        max_failures_per_address=50, lockout=60.0, lockout_max=900.0)
+        manage_accounts=False, recheck_every=60.0, pam_threads=4, pam_queue=500,
+        lookup_threads=2, max_failures=5, max_failures_per_address=50, lockout=60.0,
+        lockout_max=900.0)
     assert c.spawner == config.SpawnerConfig(
         command=("jupyter-notebook",), start_timeout=120.0, stop_timeout=30.0,
         concurrent_spawns=4, admission="usage", named_servers_limit=0,
@@ -120,7 +122,8 @@ def test_full_file(tmp_path):
         max_connections_per_address=500)
     assert c.auth == config.AuthConfig(
         pam_service="login", min_uid=2000, allowed_groups=("students", "staff"),
-        admin_group="", admin_users=("alice",), admin_access=False, recheck_every=60.0,
+        admin_group="", admin_users=("alice",), admin_access=False, manage_accounts=True,
+        recheck_every=60.0,
         pam_threads=8, pam_queue=0, lookup_threads=1, max_failures=3,
         max_failures_per_address=50, lockout=30.0, lockout_max=3600.0)
     assert c.spawner == config.SpawnerConfig(
