@@ -8,11 +8,11 @@ account), and its servers are stopped, with the reason in the journal. Expired s
 purged on the way.
 """
 
-import asyncio
 import logging
 
 from aiohttp import web
 
+from appliance import periodic
 from appliance.errors import Conflict, NotFound
 from appliance.events import Cause
 from appliance.userserver import ServerState
@@ -78,23 +78,6 @@ async def remove_from_hub(app: web.Application, name: str, by: str) -> tuple[int
     return stopped, sessions, tokens
 
 
-async def watch(app: web.Application) -> None:
-    """Re-check every auth.recheck_every until the hub stops."""
-    every = app["config"].auth.recheck_every
-    while True:
-        await asyncio.sleep(every)
-        try:
-            await recheck(app)
-        except Exception:
-            log.exception("account re-check failed; trying again in %g s", every)
-
-
-async def watch_ctx(app: web.Application):
-    """cleanup_ctx: the re-check runs while the hub does."""
-    task = asyncio.create_task(watch(app))
-    yield
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
+#: cleanup_ctx: the re-check runs every auth.recheck_every while the hub does.
+watch_ctx = periodic.job("account re-check", lambda app: app["config"].auth.recheck_every,
+                         recheck)

@@ -23,6 +23,7 @@ from appliance import (
     metrics,
     origins,
     pages,
+    periodic,
     profiles,
     rosterpages,
     serverpages,
@@ -59,7 +60,8 @@ def build_app(cfg: Config, middlewares: Sequence = ()) -> web.Application:
     app.cleanup_ctx.append(_auth_ctx)
     app.cleanup_ctx.append(_spawner_ctx)
     app.cleanup_ctx.append(accountwatch.watch_ctx)
-    app.cleanup_ctx.append(_sampler_ctx)
+    app.cleanup_ctx.append(periodic.job("cgroup sampling", lambda app: cgroups.EVERY,
+                                        cgroups.sample))
     app.cleanup_ctx.append(culler.culler_ctx)
     app.cleanup_ctx.append(usage.usage_ctx)
     app.cleanup_ctx.append(metrics.metrics_ctx)
@@ -113,15 +115,6 @@ async def _reconcile_ctx(app: web.Application):
     await app["spawner"].reconcile()
     app["spawner"].start_watching()
     yield
-
-
-async def _sampler_ctx(app: web.Application):
-    """The cgroup sampler (cgroups.py) runs while the hub does."""
-    spawner = app["spawner"]
-    task = asyncio.create_task(cgroups.sample(spawner, spawner.sampler), name="cgroups")
-    yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
 
 
 def load_secret(path: Path) -> bytes:

@@ -113,18 +113,16 @@ class Sampler:
         return max(0.0, (now.cpu_usec - before.cpu_usec) / 1e6 / (now.at - before.at))
 
 
-async def sample(spawner, sampler: Sampler) -> None:
-    """Read every running server each EVERY seconds; a rise in oom_kill becomes a notice."""
-    loop = asyncio.get_running_loop()
-    while True:
-        await asyncio.sleep(EVERY)
-        servers = {s.unit: s for s in spawner.running() if s.cgroup}
-        readings = await loop.run_in_executor(
-            None, read_all, {unit: s.cgroup for unit, s in servers.items()})
-        sampler.record(readings)
-        for unit, reading in readings.items():
-            if reading.oom_kills is not None and unit in servers:
-                spawner.oom_counted(servers[unit], reading.oom_kills)
+async def sample(app) -> None:
+    """One round: read every running server; a rise in oom_kill becomes a notice."""
+    spawner = app["spawner"]
+    servers = {s.unit: s for s in spawner.running() if s.cgroup}
+    readings = await asyncio.get_running_loop().run_in_executor(
+        None, read_all, {unit: s.cgroup for unit, s in servers.items()})
+    spawner.sampler.record(readings)
+    for unit, reading in readings.items():
+        if reading.oom_kills is not None and unit in servers:
+            spawner.oom_counted(servers[unit], reading.oom_kills)
 
 
 def figures(sampler: Sampler, server) -> dict:

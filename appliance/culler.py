@@ -16,6 +16,7 @@ from datetime import datetime
 import aiohttp
 from aiohttp import web
 
+from appliance import periodic
 from appliance.config import CullerConfig
 from appliance.errors import Conflict
 from appliance.events import Cause
@@ -121,22 +122,6 @@ def stops_at(cfg: CullerConfig, server: Server) -> float | None:
     return last + cfg.idle_timeout
 
 
-async def cull(app: web.Application) -> None:
-    """Run a round every culler.every until the hub stops."""
-    every = app["config"].culler.every
-    while True:
-        await asyncio.sleep(every)
-        try:
-            await cull_round(app)
-        except Exception:
-            log.exception("cull round failed; trying again in %g s", every)
-
-
-async def culler_ctx(app: web.Application):
-    """cleanup_ctx: the culler runs while the hub does, when culler.enabled."""
-    task = asyncio.create_task(cull(app), name="culler") \
-        if app["config"].culler.enabled else None
-    yield
-    if task is not None:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+#: cleanup_ctx: the culler runs every culler.every while the hub does, when enabled.
+culler_ctx = periodic.job("cull round", lambda app: app["config"].culler.every, cull_round,
+                          enabled=lambda app: app["config"].culler.enabled)
