@@ -10,7 +10,11 @@ import shutil
 from pathlib import Path
 
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+from selenium.common.exceptions import (
+    StaleElementReferenceException,
+    TimeoutException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -114,7 +118,14 @@ class Page:
     def text(self, css: str) -> str:
         """Visible text of the first match, or '' when nothing matches."""
         found = self.all(css)
-        return found[0].text if found else ""
+        try:
+            return found[0].text if found else ""
+        except WebDriverException as e:
+            # The page was replaced between finding and reading (a form's redirect): Chromium
+            # may say so this way rather than as a stale element. Nothing to read yet.
+            if "does not belong to the document" in str(e):
+                return ""
+            raise
 
     def link(self, text: str):
         """The link with exactly this visible text."""

@@ -3,6 +3,7 @@ an idle server is stopped and its owner told why; a busy kernel, a busy websocke
 exempt user are not."""
 
 import asyncio
+import logging
 import uuid
 
 import pytest
@@ -40,18 +41,24 @@ async def test_an_idle_server_is_stopped_and_its_owner_told(start_hub, hub_confi
 
 
 async def test_busy_kernel_busy_websocket_and_exempt_user_are_kept(start_hub, hub_config,
-                                                                    make_user):
+                                                                    make_user, caplog):
+    caplog.set_level(logging.INFO, logger="appliance")  # who stopped what, if this fails
     computing, chatting, teacher = make_user(), make_user(), make_user()
     cfg = hub_config(culler={**CULLER, "users_exempt": [teacher.name]})
     hub = await start_hub(cfg)
     spawner = hub.app["spawner"]
-    apis = [await started(hub, cfg, u) for u in (computing, chatting, teacher)]
+    apis = []
     try:
-        # A long computation: its kernel is busy and says nothing for 3 idle timeouts.
+        # Each starts working the moment their server is ready (spawns can take longer than
+        # the idle timeout on a loaded machine): a long computation, whose kernel is busy
+        # and says nothing for 6 idle timeouts...
+        apis.append(await started(hub, cfg, computing))
         long_run = asyncio.create_task(apis[0].execute(
-            computing.name, f"import time; time.sleep({3 * IDLE}); 'done'"))
-        # A student working over an open kernel websocket, a message a second.
-        chat = asyncio.create_task(keep_talking(apis[1], chatting.name, 3 * IDLE))
+            computing.name, f"import time; time.sleep({6 * IDLE}); 'done'"))
+        # ...and a student working over an open kernel websocket, a message a second.
+        apis.append(await started(hub, cfg, chatting))
+        chat = asyncio.create_task(keep_talking(apis[1], chatting.name, 6 * IDLE))
+        apis.append(await started(hub, cfg, teacher))
         await asyncio.sleep(3 * IDLE)
         states = {u.name: spawner.get(u.name).state for u in (computing, chatting, teacher)}
         assert set(states.values()) == {"running"}, states
