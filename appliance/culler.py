@@ -3,9 +3,10 @@ not hold the machine's memory. Files are kept; the home page says why in words.
 
 Idle means idle: every culler.every, each running server is asked itself (its /api/status
 and /api/kernels over its socket): a kernel busy with a long computation counts as activity
-now, and so does the server's own last_activity. The proxy's record (the last request, and
-every websocket message either way) counts too. A server idle for culler.idle_timeout is
-stopped, and so is one older than culler.max_age when that is set.
+now, and so does the server's own last_activity. The proxy's record counts too: a request
+in flight (a kernel starting, an upload), the end of the last one, and every websocket message
+either way (an open websocket alone is an idle tab, not use). A server idle for
+culler.idle_timeout is stopped, and so is one older than culler.max_age when that is set.
 """
 
 import asyncio
@@ -83,11 +84,13 @@ def verdict(cfg: CullerConfig, server: Server, activity: float | None,
     """The reason to stop this server now, or None to keep it."""
     if server.user in cfg.users_exempt:
         return None
+    if server.requests_in_flight:
+        activity = now  # someone is waiting on it (a kernel starting, a download)
     last = max(t for t in (server.last_activity, activity, server.started, 0.0)
                if t is not None)
     if now - last >= cfg.idle_timeout:
         return idle_reason(cfg.idle_timeout)
-    if cfg.max_age and server.started and now - server.started >= cfg.max_age:
+    if cfg.max_age and server.started is not None and now - server.started >= cfg.max_age:
         return age_reason(cfg.max_age)
     return None
 

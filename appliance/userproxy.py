@@ -62,9 +62,16 @@ async def handle_user_request(request: web.Request) -> web.StreamResponse:
     if not server.ready:
         return not_running(request, server, path, user)
     server.last_activity = time.time()
-    return await relay(request, server.upstream, path, hub_cookies=HUB_COOKIES,
-                       websockets=request.app["websockets"], prefix=server.url,
-                       touch=lambda: setattr(server, "last_activity", time.time()))
+    # A request in flight (a kernel starting, a download) is activity until it ends; an open
+    # websocket is not (an idle browser tab holds one): its messages count, one by one.
+    server.requests_in_flight += 1
+    try:
+        return await relay(request, server.upstream, path, hub_cookies=HUB_COOKIES,
+                           websockets=request.app["websockets"], prefix=server.url,
+                           touch=lambda: setattr(server, "last_activity", time.time()))
+    finally:
+        server.requests_in_flight -= 1
+        server.last_activity = time.time()
 
 
 def to_user_host(request: web.Request, user_domain: str, identity: str, user: str,

@@ -75,6 +75,8 @@ class Server:
     oom_kills: int = 0
     #: Something the user should know about a running server (a kernel killed for memory).
     notice: str = ""
+    #: Requests the proxy is relaying to it now, websockets aside (the culler: in use).
+    requests_in_flight: int = 0
     #: The cgroup's counters when it last stopped (cgroups.Reading), for usage history.
     last_reading: object = None
 

@@ -98,3 +98,26 @@ async def test_home_says_when_an_idle_server_will_be_stopped(start_hub, hub_conf
         async with a.request("GET", "/hub/home") as r:
             page = await r.text()
     assert "If you leave it idle, it will be stopped in about 60 minutes" in page
+
+
+async def test_a_slow_upload_keeps_its_server(start_hub, hub_config, make_user):
+    """A request in flight is use: an upload that takes three idle timeouts to arrive (a
+    student on a slow link) is not cut off by the culler."""
+    alice = make_user()
+    cfg = hub_config(culler=CULLER)
+    hub = await start_hub(cfg)
+    spawner = hub.app["spawner"]
+
+    async def slowly():
+        yield b'{"type": "file", "format": "text", "content": "'
+        for _ in range(int(3 * IDLE)):
+            await asyncio.sleep(1.0)
+            yield b"x" * 1024
+        yield b'"}'
+
+    async with await started(hub, cfg, alice) as api:
+        async with api.request("PUT", f"/user/{alice.name}/api/contents/upload.txt",
+                               data=slowly(),
+                               headers={"Content-Type": "application/json"}) as r:
+            assert r.status in (200, 201), await r.text()
+        assert spawner.get(alice.name).state == "running", "culled mid-upload"
