@@ -7,9 +7,7 @@ Rendered on the server (sorting, filtering, a sparkline as inline SVG); a small 
 """
 
 import asyncio
-import grp
 import json
-import pwd
 import time
 from dataclasses import dataclass
 from urllib.parse import urlencode
@@ -18,7 +16,6 @@ from aiohttp import web
 
 from appliance import access, accountwatch, capacity, cgroups, usage
 from appliance.api import start_spawn
-from appliance.auth import Authenticator
 from appliance.errors import Conflict, Forbidden
 from appliance.events import Cause
 from appliance.pages import checked_form, current, redirect, render
@@ -82,32 +79,10 @@ async def require_admin(request: web.Request):
     return identity
 
 
-def accounts_sync(auth: Authenticator) -> dict[str, bool]:
-    """Every account the login policy admits, with its admin flag (a pwd/grp walk: run it in
-    a thread)."""
-    cfg = auth.cfg
-    allowed = set(cfg.allowed_groups)
-    members: dict[str, set[str]] = {}
-    for g in grp.getgrall():
-        for m in g.gr_mem:
-            members.setdefault(m, set()).add(g.gr_name)
-    gid_names = {g.gr_gid: g.gr_name for g in grp.getgrall()}
-    found = {}
-    for pw in pwd.getpwall():
-        if pw.pw_uid < cfg.min_uid or pw.pw_uid >= 65534:
-            continue
-        groups = members.get(pw.pw_name, set()) | {gid_names.get(pw.pw_gid, "")}
-        if allowed and not groups & allowed:
-            continue
-        found[pw.pw_name] = pw.pw_name in cfg.admin_users or (
-            bool(cfg.admin_group) and cfg.admin_group in groups)
-    return found
-
-
 async def rows(app: web.Application) -> list[Row]:
     """Everyone who can log in or has logged in, with their default server's numbers."""
     loop = asyncio.get_running_loop()
-    accounts = await loop.run_in_executor(None, accounts_sync, app["auth"])
+    accounts = await loop.run_in_executor(None, app["auth"].admitted_sync)
     for user in await app["store"].list_users():
         accounts.setdefault(user.name, user.admin)
     spawner = app["spawner"]

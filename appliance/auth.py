@@ -43,6 +43,8 @@ _random = random.SystemRandom()
 #: A unit name's longest (systemd.unit(5)); a name whose server unit would not fit is refused
 #: at login (a named server's longer name is checked when it is made).
 MAX_UNIT_NAME = 255
+#: nobody's uid (and above: nfsnobody, user namespaces' ranges): never a person.
+NOBODY = 65534
 #: Where locks and expiry dates are kept (shadow(5)); root-only, like the hub.
 SHADOW = Path("/etc/shadow")
 
@@ -212,6 +214,27 @@ class Authenticator:
         account = self.account_sync(username)
         ok, reason = change_password(self.cfg.pam_service, username, current, new, client)
         return ok, reason, account
+
+    def admitted_sync(self) -> dict[str, bool]:
+        """Every account the policy's uid and group rules admit, with its admin flag, in one
+        pwd/grp walk (the admin page's list; run it in a thread)."""
+        cfg = self.cfg
+        allowed = set(cfg.allowed_groups)
+        members: dict[str, set[str]] = {}
+        for g in grp.getgrall():
+            for m in g.gr_mem:
+                members.setdefault(m, set()).add(g.gr_name)
+        gid_names = {g.gr_gid: g.gr_name for g in grp.getgrall()}
+        found = {}
+        for pw in pwd.getpwall():
+            if pw.pw_uid < cfg.min_uid or pw.pw_uid >= NOBODY:
+                continue
+            groups = members.get(pw.pw_name, set()) | {gid_names.get(pw.pw_gid, "")}
+            if allowed and not groups & allowed:
+                continue
+            found[pw.pw_name] = pw.pw_name in cfg.admin_users or (
+                bool(cfg.admin_group) and cfg.admin_group in groups)
+        return found
 
     def account_sync(self, username: str) -> Account:
         """The policy: a real account, uid above the floor, in allowed_groups if set, neither

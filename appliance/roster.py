@@ -18,6 +18,7 @@ import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from appliance.auth import NOBODY
 from appliance.errors import ApplianceError, NotFound
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,6 @@ GROUP = re.compile(r"[a-z_][a-z0-9_-]*")
 GECOS_FORBIDDEN = set(":,=")
 #: A header line is recognised by its first cell.
 HEADER_NAMES = {"username", "user", "login", "name", "user name"}
-#: nobody's uid (and above: nfsnobody, user namespaces' ranges): never a person, as the
-#: admin page's list has it.
-NOBODY = 65534
 #: Initial passwords: 16 characters without look-alikes (0/O, 1/l/I), ~92 bits.
 PASSWORD_ALPHABET = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 PASSWORD_LENGTH = 16
