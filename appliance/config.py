@@ -293,6 +293,10 @@ class SpawnerConfig:
         "Directories outside homes a server may write to, as file permissions allow.")
     environment: tuple[tuple[str, str], ...] = _opt({}, _environment,
         'Extra environment for every server, e.g. { LANG = "C.UTF-8" }.')
+    debugger: bool = _opt(False, _bool,
+        "Load the Python debugger (debugpy) in every server and kernel: JupyterLab's debugger "
+        "panel needs it, the classic Notebook has none. Off saves about 20 MiB and 0.2 s of "
+        "CPU per student.")
 
 
 @dataclass(frozen=True)
@@ -373,6 +377,8 @@ class ProfileConfig:
         "Extra environment, added to spawner.environment.")
     default_url: str | None = _opt(None, _or_inherit(_url_path),
         "First page (spawner.default_url).")
+    debugger: bool | None = _opt(None, _or_inherit(_bool),
+        "Load debugpy, for JupyterLab's debugger (spawner.debugger).")
     groups: tuple[str, ...] = _opt([], _groups, "Unix groups who may choose it; [] = everyone.")
     default: bool = _opt(False, _bool, "Preselected (at most one profile).")
 

@@ -32,6 +32,8 @@ class Profile:
     command: tuple[str, ...]
     environment: tuple[tuple[str, str], ...]
     default_url: str
+    #: debugpy loads in the server and its kernels (JupyterLab's debugger panel).
+    debugger: bool = False
     groups: tuple[str, ...] = ()
     default: bool = False
 
@@ -59,8 +61,8 @@ def load(cfg: Config, which: Which | None = None) -> tuple[Profile, ...]:
     where = cfg.source or "defaults"
     if not cfg.profiles:
         implicit = ProfileConfig(description="", memory=None, cpu=None, tasks=None,
-                                 command=None, environment=(), default_url=None, groups=(),
-                                 default=True)
+                                 command=None, environment=(), default_url=None,
+                                 debugger=None, groups=(), default=True)
         return (_resolve(IMPLICIT, implicit, cfg, which, f"{where}: spawner.command"),)
     return tuple(_resolve(name, p, cfg, which, f"{where}: profiles.{name}.command"
                           if p.command else f"{where}: spawner.command")
@@ -79,6 +81,7 @@ def _resolve(name: str, p: ProfileConfig, cfg: Config, which: Which,
         environment=tuple(sorted({**dict(spawner.environment),
                                   **dict(p.environment)}.items())),
         default_url=p.default_url or spawner.default_url,
+        debugger=spawner.debugger if p.debugger is None else p.debugger,
         groups=p.groups, default=p.default)
 
 

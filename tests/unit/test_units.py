@@ -148,3 +148,32 @@ def test_exit_reasons_are_plain_words():
     assert "signal 9" in exit_reason("signal", 9, gib)
     assert "status 3" in exit_reason("exit-code", 3, gib)
     assert exit_reason("success", 0, gib) == "Your server stopped."
+
+
+def test_servers_run_without_the_debugger_unless_a_profile_asks(tmp_path):
+    path = tmp_path / "a.toml"
+    path.write_text('[profiles.notebook]\ndefault = true\n'
+                    '[profiles.lab]\ndebugger = true\n'
+                    '[profiles.own]\nenvironment = { PYTHONPATH = "/opt/course" }\n')
+    cfg = config.load(path)
+    notebook, lab, own = profiles.load(cfg, which=as_given)
+    env = [dict(e.split("=", 1) for e in props(cfg, p)["Environment"][1])
+           for p in (notebook, lab, own)]
+    assert env[0]["PYTHONPATH"] == str(units.WITHOUT_DEBUGGER)
+    assert "PYTHONPATH" not in env[1]
+    assert env[2]["PYTHONPATH"] == f"{units.WITHOUT_DEBUGGER}:/opt/course"
+
+
+def test_without_the_debugger_ipykernel_runs_as_where_debugpy_is_missing():
+    """The stand-in makes ipykernel take its own no-debugpy path (checked with the real one)."""
+    import subprocess
+    import sys
+    pytest.importorskip("ipykernel")
+    code = ("import ipykernel.debugger as d, sys; "
+            "print(d._is_debugpy_available, 'pydevd' in ' '.join(sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={"PYTHONPATH": str(units.WITHOUT_DEBUGGER)}, check=True)
+    assert out.stdout.split() == ["False", "False"]
+    failed = subprocess.run([sys.executable, "-c", "import debugpy"], capture_output=True,
+                            text=True, env={"PYTHONPATH": str(units.WITHOUT_DEBUGGER)})
+    assert "spawner.debugger" in failed.stderr
