@@ -47,6 +47,9 @@ _FORBIDDEN_IN_SEGMENT = ("/", "\\", "\x00")
 SMALL_BODY = 64 * 1024
 # RFC 6455 §7.4.1: 1005, 1006 and 1015 must never be sent in a Close frame.
 _UNSENDABLE_CLOSE = {None, 1004, 1005, 1006, 1015}
+# A close with no status code: RFC 6455 calls it 1005, aiohttp reports it as 0. Relayed as a
+# normal close (1000), the nearest code that may be sent.
+_NO_STATUS = {0, 1005}
 
 
 # Path rules (callers rely on them): segments are percent-decoded (invalid UTF-8, or a decoded
@@ -414,4 +417,5 @@ async def _pump(src, dst, src_limit: FrameLimit | None, touch) -> None:
         await src.close(code=1001)
         return
     code = MESSAGE_TOO_BIG if src_limit is not None and src_limit.refused else src.close_code
-    await dst.close(code=1000 if code == 1005 else 1001 if code in _UNSENDABLE_CLOSE else code)
+    await dst.close(code=1000 if code in _NO_STATUS else 1001 if code in _UNSENDABLE_CLOSE
+                    else code)

@@ -1,6 +1,7 @@
 """Run the hub: bind (or take systemd's sockets), reconcile, say READY=1, serve until SIGTERM."""
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -200,6 +201,11 @@ async def serve(cfg: Config) -> None:
     runner = drain.runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                           keepalive_timeout=cfg.hub.header_timeout)
     await runner.setup()  # runs the cleanup contexts: store, systemd, reconcile
+    # What start-up made (modules, config, routes, adopted servers) lives as long as the hub:
+    # out of the collector's sight, a full collection no longer walks it. Measured during a
+    # 150-student burst: full collections stalled the event loop for 77-590 ms before.
+    gc.collect()
+    gc.freeze()
     # Bound only now, as the hub is about to answer (a bound socket accepts connections).
     drain.listeners = listening_sockets(cfg)
     await start_sites(runner, drain.listeners, tls, guard)

@@ -19,6 +19,8 @@ from appliance.systemd import Property, escape_unit_part
 #: The Jupyter config every server loads: it reads the token from a file, see its docstring.
 JUPYTER_CONFIG = Path(__file__).with_name("jupyter_config.py")
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+#: Servers' nice(2) value: the hub (0) and the system are scheduled first when CPUs are busy.
+SERVER_NICE = 5
 #: On PYTHONPATH when a profile has no debugger: a debugpy that cannot be imported.
 #: ipykernel 6 imports debugpy (and through it pydevd and pkg_resources) in the kernel and, to
 #: write the kernelspec's metadata, in the notebook server too: about 10 MiB and 0.1 s of CPU
@@ -131,6 +133,9 @@ def limit_properties(profile: Profile) -> list[Property]:
         ("MemorySwapMax", "t", 0),
         ("CPUAccounting", "b", True),
         ("CPUQuotaPerSecUSec", "t", int(profile.cpu * 1_000_000)),
+        # Under contention the hub answers first: with cgroup v2 the slice's CPUWeight= says
+        # so; where the cpu controller is not ours (cgroup v1, a container) only nice does.
+        ("Nice", "i", SERVER_NICE),
         ("TasksAccounting", "b", True),
         ("TasksMax", "t", profile.tasks),
         # continue: the kernel's OOM killer ends the biggest process (usually a kernel);

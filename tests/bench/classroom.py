@@ -199,6 +199,8 @@ async def run_cell(http: aiohttp.ClientSession, side: Side, name: str, code: str
     async with http.ws_connect(f"{base}/user/{name}/api/kernels/{kernel}/channels") as ws:
         await ws.send_json(execute_request(msg_id, uuid.uuid4().hex, code))
         async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                raise RuntimeError(f"the kernel websocket sent {msg.type.name}: {msg.data!r}")
             reply = json.loads(msg.data)
             if reply.get("parent_header", {}).get("msg_id") != msg_id:
                 continue

@@ -38,6 +38,7 @@ def test_runs_as_the_user_in_the_slice_with_limits():
     assert p["TasksMax"] == ("t", 512)
     assert p["OOMPolicy"] == ("s", "continue")
     assert p["Type"] == ("s", "exec")
+    assert p["Nice"] == ("i", units.SERVER_NICE) and units.SERVER_NICE > 0
 
 
 def test_exec_start_is_the_profiles_command_with_our_jupyter_config():
