@@ -149,7 +149,7 @@ async def admin_page(request: web.Request) -> web.Response:
                                  "order": "asc" if s == sort and desc else
                                  ("desc" if s == sort else "asc")}) for s in SORTS}
     host = await capacity.host_figures(request.app["spawner"])
-    return render(request, "admin.html", rows=shown, host=host,
+    return render(request, "admin.html", rows=shown, host=host, urls=request.app["urls"],
                   q=q, state=state, sort=sort, desc=desc, links=links, states=STATES,
                   done=request.query.get("done", ""),
                   admin_access=request.app["config"].auth.admin_access, now=time.time(),

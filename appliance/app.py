@@ -56,6 +56,8 @@ def build_app(cfg: Config, middlewares: Sequence = ()) -> web.Application:
     app["config"] = cfg
     app["handoffs"] = origins.Handoffs()
     app["first_logins"] = firstlogin.FirstLogins()
+    #: Where students reach the hub (net.py), filled in by serve() once it listens.
+    app["urls"] = []
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_auth_ctx)
     app.cleanup_ctx.append(_spawner_ctx)

@@ -23,6 +23,7 @@ from pathlib import Path
 import pam
 from pam.__internals import PamConv, PamHandle, PamResponse, conv_func
 
+from appliance import accountd
 from appliance.config import AuthConfig
 from appliance.errors import AuthError, Busy, NotFound, PasswordExpired, TooManyAttempts
 from appliance.systemd import escape_unit_part
@@ -37,6 +38,9 @@ REFUSED = "Invalid username or password."
 PAM_UNIX_DELAY = 2.0
 #: How many recent wrong-password durations a policy refusal picks its delay from.
 FAILURE_SAMPLES = 32
+#: Told when the installed hub's account helper cannot be reached for a password change.
+HELPER_DOWN = ("Your password could not be changed just now; please try again in a minute, "
+               "or ask your administrator.")
 #: Retry-After when the PAM line is full: a few PAM delays' worth.
 BUSY_RETRY = 10
 _random = random.SystemRandom()
@@ -198,8 +202,12 @@ class Authenticator:
                                       client: str = "unknown") -> Account:
         """Replace an expired password through PAM (pam_chauthtok(3)) and return the account;
         AuthError with PAM's own words (a weak password, say) if it is refused."""
-        ok, reason, account = await self._on_pam_thread(
-            client, username, self._policy_then_change, username, current, new, client)
+        if accountd.needed():  # the installed hub: /etc is read-only to it
+            account = await self.account(username)
+            ok, reason = await self._change_by_helper(username, current, new, client)
+        else:
+            ok, reason, account = await self._on_pam_thread(
+                client, username, self._policy_then_change, username, current, new, client)
         if not ok:
             log.info("password change refused: client=%s user=%r by PAM: %s", client,
                      username, reason)
@@ -207,6 +215,18 @@ class Authenticator:
                             user_message=reason)
         log.info("password changed: client=%s user=%r", client, username)
         return account
+
+    async def _change_by_helper(self, username: str, current: str, new: str, client: str
+                                ) -> tuple[bool, str]:
+        """The same PAM change, made by the account helper (accountd.py)."""
+        try:
+            answer = await accountd.call({
+                "op": "change-password", "service": self.cfg.pam_service, "user": username,
+                "current": current, "new": new, "rhost": client})
+        except accountd.HelperError as e:
+            log.error("password change for user=%r: %s", username, e)
+            raise AuthError(str(e), user_message=HELPER_DOWN) from e
+        return bool(answer.get("ok")), str(answer.get("reason", ""))
 
     def _policy_then_change(self, username: str, current: str, new: str, client: str
                             ) -> tuple[bool, str, Account]:

@@ -39,6 +39,8 @@ def parser() -> argparse.ArgumentParser:
     roster.add_argument("file", nargs="?", type=Path,
                         help="CSV: username, full name, groups (blank- or ;-separated)")
     sub.add_parser("generate-config", help="print every key with its default and help")
+    sub.add_parser("account-helper", help="(started by systemd) change a password or make "
+                   "accounts for the hub, on the connection passed as standard input")
     check = sub.add_parser("check-config", help="validate a configuration file")
     check.add_argument("path", nargs="?", type=Path)
     return p
@@ -173,6 +175,13 @@ def print_tokens(tokens) -> None:
               f"{when(t.expires):16}  {t.note}")
 
 
+def cmd_account_helper(args) -> int:
+    """Serve one account request (notebook-appliance-accounts@.service, Accept=yes)."""
+    from appliance import accountd
+
+    return accountd.main()
+
+
 def cmd_generate_config(args) -> int:
     """Print the default configuration, every key explained."""
     sys.stdout.write(config.generate())
@@ -190,5 +199,5 @@ def cmd_check_config(args) -> int:
 
 
 VERBS = {"serve": cmd_serve, "token": cmd_token, "roster": cmd_roster,
-         "generate-config": cmd_generate_config,
+         "generate-config": cmd_generate_config, "account-helper": cmd_account_helper,
          "check-config": cmd_check_config}

@@ -179,13 +179,6 @@ def account_exists(name: str) -> bool:
         return False
 
 
-def etc_writable() -> bool:
-    """Whether /etc is on a writable mount for this process (statvfs(3) ST_RDONLY): the
-    installed hub's unit has ProtectSystem=strict, so neither adduser nor pam_unix's password
-    change can write /etc/shadow from it."""
-    return not os.statvfs("/etc").f_flag & os.ST_RDONLY
-
-
 def plan_sync(text: str) -> tuple[list[Entry], list[str]]:
     """Parse and check a roster against the system: (to create, already there); RosterError
     before anything is made."""

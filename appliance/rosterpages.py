@@ -8,7 +8,7 @@ import logging
 
 from aiohttp import web
 
-from appliance import roster
+from appliance import accountd, roster
 from appliance.adminpages import TURNED_OFF, require_admin
 from appliance.errors import BadRequest, Forbidden
 from appliance.pages import checked_form, render
@@ -69,10 +69,7 @@ async def create(request: web.Request) -> web.Response:
     text = str(form.get("text", ""))
     problems, made = [], []
     try:
-        if not roster.etc_writable():
-            raise roster.RosterError([SANDBOXED])
-        missing, _ = await plan(text)
-        made = await roster.create_all(missing)
+        made = await (by_helper(text) if accountd.needed() else by_hub(text))
     except roster.RosterError as e:
         problems, made = e.problems, e.created
     log.info("roster: admin %r imported %d account(s)%s", identity.name, len(made),
@@ -81,8 +78,27 @@ async def create(request: web.Request) -> web.Response:
                   created=made, problems=problems, missing=[], existing=[], text="")
 
 
-#: Why the web import cannot work under the installed unit's sandbox.
-SANDBOXED = ("The hub cannot create accounts here: /etc is read-only to it (its unit's "
-             "ProtectSystem=strict). Import the roster as root instead: "
-             "notebook-appliance roster import FILE.csv")
+async def by_hub(text: str) -> list[roster.Created]:
+    """Make the missing accounts here (a hub that may write /etc)."""
+    missing, _ = await plan(text)
+    return await roster.create_all(missing)
 
+
+async def by_helper(text: str) -> list[roster.Created]:
+    """Have the account helper make them (the installed hub's /etc is read-only to it);
+    RosterError with its problems and what it made before them."""
+    try:
+        answer = await accountd.call({"op": "create-accounts", "roster": text})
+    except accountd.HelperError as e:
+        log.error("roster: %s", e)
+        raise roster.RosterError([HELPER_DOWN]) from e
+    made = [roster.Created(str(c["name"]), str(c["password"])) for c in answer["created"]]
+    if answer["problems"]:
+        raise roster.RosterError([str(p) for p in answer["problems"]], made)
+    return made
+
+
+#: Shown when the installed hub's account helper cannot be reached.
+HELPER_DOWN = ("The hub's account helper is not answering, so no account was made. Import the "
+               "roster as root instead (notebook-appliance roster import FILE.csv), and see "
+               "`systemctl status notebook-appliance-accounts.socket`.")

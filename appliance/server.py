@@ -11,6 +11,7 @@ import weakref
 
 from aiohttp import web
 
+from appliance import net
 from appliance.app import build_app
 from appliance.config import Config
 from appliance.connections import ConnectionGuard
@@ -47,6 +48,19 @@ async def status_line(app: web.Application) -> str:
     line = (f"{counted(users, 'user')} logged in, {counted(running, 'server')} running, "
             f"{pending} pending")
     return line + (f" ({spawner.queue.waiting} in line)" if spawner.queue.waiting else "")
+
+
+async def reachable_at(listeners: list[socket.socket], tls: bool) -> list[str]:
+    """The hub's URLs on this machine's addresses, logged once for the sysadmin."""
+    try:
+        found = await asyncio.get_running_loop().run_in_executor(None, net.addresses)
+    except OSError as e:  # no netlink (a sandbox): the admin page just leaves them out
+        log.warning("cannot list the machine's addresses: %s", e)
+        return []
+    urls = net.urls(found, net.listening(listeners), tls)
+    log.info("students open %s", ", ".join(urls) if urls else
+             "the hub by this machine's name (it has no global address of its own)")
+    return urls
 
 
 def counted(n: int, noun: str) -> str:
@@ -209,6 +223,7 @@ async def serve(cfg: Config) -> None:
     # Bound only now, as the hub is about to answer (a bound socket accepts connections).
     drain.listeners = listening_sockets(cfg)
     await start_sites(runner, drain.listeners, tls, guard)
+    app["urls"][:] = await reachable_at(drain.listeners, tls is not None)
     redirect = await start_redirect(cfg, guard)
     notifier.ready(await status_line(app))
     stop = asyncio.Event()

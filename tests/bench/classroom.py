@@ -211,6 +211,38 @@ async def run_cell(http: aiohttp.ClientSession, side: Side, name: str, code: str
     raise RuntimeError("the kernel websocket closed without a result")
 
 
+class Prober:
+    """The probe in a process of its own, so its figures are the hub's answer times, not the
+    time the benchmark's own event loop (busy with a whole class) took to notice them."""
+
+    def __init__(self, base: str):
+        self.base = base
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> "Prober":
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--probe", self.base, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE)
+        return self
+
+    async def stop(self) -> dict[str, list[float]]:
+        """End probing (its stdin closes) and return the latencies it measured."""
+        out, _ = await self.proc.communicate()
+        return json.loads(out)
+
+    async def __aexit__(self, *exc) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+async def probe_until_eof(base: str) -> None:
+    """`classroom.py --probe URL`: probe until stdin closes, then print the figures as JSON."""
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_reader(sys.stdin.fileno(), stop.set)
+    print(json.dumps(await probe(base, stop)))
+
+
 async def probe(base: str, stop: asyncio.Event) -> dict[str, list[float]]:
     """GET /hub/api/ and /hub/login every PROBE_SECONDS until stop; latencies in ms."""
     times: dict[str, list[float]] = {"/hub/api/": [], "/hub/login": []}
@@ -268,20 +300,19 @@ async def classroom(side: Side, students: list[Student]) -> dict:
     procs = side.processes()
     # The machine is shared: say how busy it was before the burst (bench_hub's reading).
     await wait_for_quiet({str(p.pid): p for p in procs}, patience=30)
-    go, done = asyncio.Event(), asyncio.Event()
+    go = asyncio.Event()
     runs = [asyncio.create_task(first_minutes(side, s, go)) for s in students]
-    prober = asyncio.create_task(probe(side.base, done))
-    await asyncio.sleep(0.5)
-    cpu_before = hub_cpu_seconds(procs)
-    used_before = used_memory()
-    with Sampler(procs) as rss:
-        began = time.perf_counter()
-        go.set()
-        await until_done_or_held_back(dict(zip(runs, students, strict=True)))
-        wall = time.perf_counter() - began
-        used_after = used_memory()  # every server and kernel still up
-        done.set()
-        probes = await prober
+    async with Prober(side.base) as prober:
+        await asyncio.sleep(0.5)
+        cpu_before = hub_cpu_seconds(procs)
+        used_before = used_memory()
+        with Sampler(procs) as rss:
+            began = time.perf_counter()
+            go.set()
+            await until_done_or_held_back(dict(zip(runs, students, strict=True)))
+            wall = time.perf_counter() - began
+            used_after = used_memory()  # every server and kernel still up
+            probes = await prober.stop()
     return {"wall": wall, "probes": probes, "hub_cpu": hub_cpu_seconds(procs) - cpu_before,
             "hub_rss": rss.peak / 2**20, "servers_cpu": users_cpu_seconds(uids),
             "hub_procs": len(procs),
@@ -424,6 +455,9 @@ def ratio(theirs: float, ours: float) -> str:
 
 def main() -> int:
     """Start the hubs, run each classroom size on each, remove everything whatever happens."""
+    if sys.argv[1:2] == ["--probe"]:
+        asyncio.run(probe_until_eof(sys.argv[2]))
+        return 0
     args = parse_args()
     if os.geteuid() != 0 or os.environ.get("APPLIANCE_BOOTED_SYSTEMD") != "1":
         print("classroom: run as root inside the booted container (make classroom)",

@@ -37,6 +37,7 @@ class Person:
         self.base = base_url.rstrip("/")
         self.name = name
         self.password = password
+        self.last_body = ""
         self.session = loop.run(self._session())
 
     @staticmethod
@@ -73,6 +74,15 @@ class Person:
         status, body = self.request(method, path, **kw)
         assert 200 <= status < 300, f"{method} {path}: {status} {body[:500]}"
         return json.loads(body)
+
+    def try_login(self) -> int:
+        """Submit the login form once; its status (the body is kept in last_body)."""
+        status, _ = self.request("GET", "/hub/login")
+        assert status == 200, f"GET /hub/login: {status}"
+        status, self.last_body = self.request("POST", "/hub/login", data={
+            "username": self.name, "password": self.password, "_xsrf": self.xsrf,
+            "next": "/hub/home"})
+        return status
 
     def login(self) -> None:
         """Fill in and submit the login form, as a browser would."""

@@ -81,6 +81,11 @@ def test_apt_install(vm, deb, state):
     print(out.stdout[-2000:])
     assert wait_for("the hub to be active", lambda: is_active(vm, HUB) == "active", 120)
     assert is_active(vm, f"{HUB}.socket") == "active"
+    assert is_active(vm, "notebook-appliance-accounts.socket") == "active"
+    # The sysadmin is told where students open the hub (net.py: the VM's own address).
+    journal = wait_for("the hub's start-up lines", lambda: "students open" in (
+        out := vm.ssh(f"journalctl -u {HUB} --no-pager -n 50").stdout) and out, 60)
+    assert re.search(r"students open http://\d+\.\d+\.\d+\.\d+:8000/", journal), journal
     state["installed"] = True
 
 
@@ -258,6 +263,53 @@ def test_other_user_is_forbidden(vm, people, state):
     status, _ = bob.request("GET", f"/user/{USER1}/api/kernels")
     assert status == 403
     state["bob_logged_in"] = True
+
+
+ROSTER_STUDENT = "dora"
+
+
+def test_accounts_from_the_web_through_the_helper(vm, loop, people, state):
+    """5a. Accounts from the web in the installed, sandboxed hub (ProtectSystem=strict): an
+    admin imports a roster and the new student's first login sets a new password. Both
+    write /etc, so both go through the account helper's socket-activated units."""
+    need(state, "alice_ready")
+    assert show(vm, HUB, "ProtectSystem")["ProtectSystem"] == "strict"
+    assert is_active(vm, "notebook-appliance-accounts.socket") == "active"
+    vm.ssh(f"sed -i 's/^manage_accounts = false$/manage_accounts = true/' {CONFIG}")
+    vm.ssh(f"systemctl restart {HUB}")
+    wait_for("the hub to be active", lambda: is_active(vm, HUB) == "active", 120)
+    teacher = Person(loop, vm.hub_url, INSTRUCTOR, "pw-carol-Qz8!")
+    try:
+        vm.ssh(f"adduser {INSTRUCTOR} notebook-admins", check=False)  # 4c may have done it
+        vm.ssh("chpasswd", input=f"{INSTRUCTOR}:{teacher.password}\n")
+        wait_for("the teacher's login", lambda: teacher.try_login() in (302, 303), 60)
+        status, page = teacher.request("POST", "/hub/admin/roster/create", data={
+            "_xsrf": teacher.xsrf, "text": f"{ROSTER_STUDENT},Dora Explorer,\n"})
+        print(page[-1500:])
+        assert status == 200, page[-1500:]
+        initial = re.search(rf'data-created="{ROSTER_STUDENT}"><td>[^<]*</td><td><code>'
+                            r"([^<]+)</code>", page).group(1)
+    finally:
+        teacher.close()
+    assert vm.ssh(f"getent passwd {ROSTER_STUDENT}").stdout.startswith(ROSTER_STUDENT)
+    assert vm.ssh(f"test -d /home/{ROSTER_STUDENT}", check=False).returncode == 0
+    dora = Person(loop, vm.hub_url, ROSTER_STUDENT, initial)
+    try:
+        assert dora.try_login() == 200  # the form asks for a new password
+        change = re.search(r'name="change" value="([^"]+)"', dora.last_body).group(1)
+        new = "Fresh-pw-4-dora!"
+        status, body = dora.request("POST", "/hub/login/password", data={
+            "_xsrf": dora.xsrf, "change": change, "new_password": new,
+            "new_password2": new, "next": "/hub/home"})
+        assert status in (302, 303), body[-1500:]
+        assert dora.json("GET", "/hub/api/user")["name"] == ROSTER_STUDENT
+    finally:
+        dora.close()
+    shadow = vm.ssh(f"chage -l {ROSTER_STUDENT}").stdout
+    assert "password must be changed" not in shadow, shadow
+    journal = vm.ssh("journalctl --no-pager -n 50 -u 'notebook-appliance-accounts@*'").stdout
+    print(journal[-1500:])
+    assert "account helper: password change" in journal
 
 
 #: About a second of CPU and 200 MiB held at once.
