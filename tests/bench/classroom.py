@@ -227,7 +227,7 @@ class Prober:
 
     async def stop(self) -> dict[str, list[float]]:
         """End probing (its stdin closes) and return the latencies it measured."""
-        out, _ = await self.proc.communicate()
+        out, _ = await self.proc.communicate(b"")  # b"": stdin is closed, which stops it
         return json.loads(out)
 
     async def __aexit__(self, *exc) -> None:
