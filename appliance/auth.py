@@ -15,6 +15,7 @@ import logging
 import os
 import pwd
 import random
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -66,12 +67,26 @@ class Account:
     admin: bool
 
 
+#: nice(2) of the PAM threads: hashing a password (yescrypt, tens of ms of CPU) runs after the
+#: event loop's work, so a class logging in never delays the pages of those already working.
+PAM_NICE = 5
+
+
+def _yield_to_the_loop() -> None:
+    """A PAM thread's start: lower its own priority (Linux: nice is per thread)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), PAM_NICE)
+    except OSError as e:  # a sandbox without setpriority: logins just compete as before
+        log.warning("PAM threads keep the hub's priority: %s", e)
+
+
 class Authenticator:
     """Checks passwords with PAM and accounts against [auth] in the config."""
 
     def __init__(self, cfg: AuthConfig):
         self.cfg = cfg
-        self._pool = ThreadPoolExecutor(max_workers=cfg.pam_threads, thread_name_prefix="pam")
+        self._pool = ThreadPoolExecutor(max_workers=cfg.pam_threads, thread_name_prefix="pam",
+                                        initializer=_yield_to_the_loop)
         self._lookups = ThreadPoolExecutor(max_workers=cfg.lookup_threads,
                                            thread_name_prefix="lookup")
         self._turns = asyncio.Semaphore(cfg.pam_threads)

@@ -31,3 +31,7 @@ for _app in (c.NotebookApp, c.ServerApp):
         "headers": {"Content-Security-Policy": "frame-ancestors 'self'"},
     }
 del _app, _token
+
+if os.environ.get("APPLIANCE_KERNEL_TRANSPORT") == "ipc":
+    # Kernels on UNIX sockets beside their connection files (units.py says why).
+    c.KernelManager.transport = "ipc"

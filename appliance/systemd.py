@@ -54,8 +54,11 @@ ReconnectCallback = Callable[[], Awaitable[None]]
 
 _MATCH_RULES = (
     f"type='signal',sender='{SYSTEMD}',interface='{MANAGER}',member='JobRemoved'",
+    # arg0: only the Unit interface's changes (ActiveState is there). The Service interface
+    # sends its own, several times larger, for every state change of every unit: during a
+    # 150-student burst dbus-next unmarshalled thousands of them on the event loop for nothing.
     f"type='signal',sender='{SYSTEMD}',interface='{PROPERTIES}',member='PropertiesChanged',"
-    f"path_namespace='{MANAGER_PATH}/unit'",
+    f"path_namespace='{MANAGER_PATH}/unit',arg0='{UNIT}'",
 )
 
 

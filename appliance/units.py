@@ -19,6 +19,8 @@ from appliance.systemd import Property, escape_unit_part
 #: The Jupyter config every server loads: it reads the token from a file, see its docstring.
 JUPYTER_CONFIG = Path(__file__).with_name("jupyter_config.py")
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+#: Kernel connection files and sockets, in each server's own /tmp (hardening's tmpfs).
+KERNEL_RUNTIME_DIR = "/tmp/jupyter-runtime"
 #: Servers' nice(2) value: the hub (0) and the system are scheduled first when CPUs are busy.
 SERVER_NICE = 5
 #: On PYTHONPATH when a profile has no debugger: a debugpy that cannot be imported.
@@ -93,7 +95,8 @@ def unit_properties(cfg: Config, profile: Profile, owner: Owner, paths: ServerPa
         ("Group", "s", str(owner.gid)),
         ("WorkingDirectory", "s", owner.home),
         ("ExecStart", "a(sasb)", [[argv[0], argv, False]]),
-        ("Environment", "as", environment(profile, owner, paths, url)),
+        ("Environment", "as", environment(profile, owner, paths, url,
+                                          private_tmp=cfg.spawner.hardening)),
         ("Slice", "s", cfg.spawner.slice),
         ("TimeoutStopUSec", "t", int(cfg.spawner.stop_timeout * 1e6)),
     ]
@@ -101,7 +104,8 @@ def unit_properties(cfg: Config, profile: Profile, owner: Owner, paths: ServerPa
                                                 if cfg.spawner.hardening else [])
 
 
-def environment(profile: Profile, owner: Owner, paths: ServerPaths, url: str) -> list[str]:
+def environment(profile: Profile, owner: Owner, paths: ServerPaths, url: str,
+                private_tmp: bool = True) -> list[str]:
     """The server's environment: no secrets here, `systemctl show` prints it to anyone."""
     env = {
         "HOME": owner.home, "USER": owner.name, "LOGNAME": owner.name, "SHELL": owner.shell,
@@ -111,6 +115,14 @@ def environment(profile: Profile, owner: Owner, paths: ServerPaths, url: str) ->
         # Jupyter's runtime files (kernel connection files) stay in the private directory.
         "JUPYTER_RUNTIME_DIR": str(paths.directory / "runtime"),
     }
+    if private_tmp:
+        # Kernels talk to their server over UNIX sockets in the unit's own /tmp instead of
+        # TCP ports on 127.0.0.1: with 220 kernels starting at once, jupyter_client's
+        # pick-a-free-port-then-let-the-kernel-bind raced across users (3 of 220 kernels
+        # died with "Address already in use" in the classroom bench), and no other local
+        # user can even reach the sockets. The short path keeps them under sun_path's 108.
+        env["JUPYTER_RUNTIME_DIR"] = KERNEL_RUNTIME_DIR
+        env["APPLIANCE_KERNEL_TRANSPORT"] = "ipc"
     if sys.version_info < (3, 12):
         # Python 3.11 still has distutils; without this, the first `import distutils` (the
         # notebook server makes one) goes through setuptools' shim and loads setuptools and

@@ -26,6 +26,7 @@ import os
 import secrets
 import signal
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -108,6 +109,10 @@ class ApplianceSide:
         """DELETE each server through the API (Resources.remove_users stops units too)."""
         self.res.stop_servers(names)
 
+    def unit_of(self, name: str) -> str:
+        """The systemd unit of name's server."""
+        return f"notebook-{name}.service"
+
     def last_log_lines(self, count: int = 15) -> str:
         """The hub's last log lines, for a failure report."""
         lines = self.log.lines[-count:] if self.log else []
@@ -119,6 +124,13 @@ class ApplianceSide:
 
 
 Side = ApplianceSide | JupyterHubSide
+
+
+def server_log(unit: str, count: int = 25) -> str:
+    """A server unit's last journal lines (why a student failed, in the server's words)."""
+    out = subprocess.run(["journalctl", "-u", unit, "-n", str(count), "--no-pager", "-o", "cat"],
+                         capture_output=True, text=True).stdout
+    return "".join(f"      {line}\n" for line in out.splitlines())
 
 
 def make_students(res: Resources, count: int) -> list[Student]:
@@ -374,6 +386,9 @@ def report(side: Side, size: int, students: list[Student], fig: dict) -> dict:
         print(f"  failure: {failure}")
     if failures:
         print(f"  {side.name}'s last log lines:\n{side.last_log_lines()}", end="")
+        first = next(s for s in students if s.failure and s not in held)
+        print(f"  {first.name}'s server's last log lines ({first.failure}):\n"
+              f"{server_log(side.unit_of(first.name))}", end="")
     return {"size": size, "ready": len(ok), "last": last, "ratio": last / ideal if ideal else 0,
             "api_p99": pct(api, 99), "login_p99": pct(login_page, 99),
             "login_p50": statistics.median(s.login for s in ok) if ok else 0,

@@ -174,6 +174,10 @@ class JupyterHubSide:
         # systemdspawner's default unit_name_template.
         run("systemctl", "stop", *(f"jupyter-{n}-singleuser" for n in names), check=False)
 
+    def unit_of(self, name: str) -> str:
+        """The systemd unit of name's server (systemdspawner's default unit name)."""
+        return f"jupyter-{name}-singleuser.service"
+
     def last_log_lines(self, count: int = 15) -> str:
         """The hub's (and its proxy's) last log lines, for a failure report."""
         lines = self.log.lines[-count:] if self.log else []

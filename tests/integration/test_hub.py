@@ -63,6 +63,12 @@ async def test_login_spawn_run_code_isolation_and_stop(start_hub, make_user):
         assert await systemd.unit_property(unit, SERVICE, "Slice") == "notebook-appliance.slice"
 
         assert await a.execute(alice.name, "6*7") == "42"
+        # The kernel and its server speak over UNIX sockets in the unit's own /tmp (no TCP
+        # port for another user to reach, none to race for), and the kernel runs at nice 5.
+        facts = ("import json, os; from ipykernel.connect import get_connection_file as f; "
+                 "(json.load(open(f()))['transport'], os.path.dirname(f()), os.nice(0))")
+        assert await a.execute(alice.name, facts) == repr(
+            ("ipc", units.KERNEL_RUNTIME_DIR, units.SERVER_NICE))
 
         await b.login(bob.name, bob.password)
         async with b.request("GET", f"/user/{alice.name}/api/kernels") as r:

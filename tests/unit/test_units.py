@@ -178,3 +178,17 @@ def test_without_the_debugger_ipykernel_runs_as_where_debugpy_is_missing():
     failed = subprocess.run([sys.executable, "-c", "import debugpy"], capture_output=True,
                             text=True, env={"PYTHONPATH": str(units.WITHOUT_DEBUGGER)})
     assert "spawner.debugger" in failed.stderr
+
+
+def test_kernels_use_unix_sockets_in_the_units_own_tmp(tmp_path):
+    env = dict(e.split("=", 1) for e in props()["Environment"][1])
+    assert env["JUPYTER_RUNTIME_DIR"] == units.KERNEL_RUNTIME_DIR
+    assert env["APPLIANCE_KERNEL_TRANSPORT"] == "ipc"
+    # sun_path holds 108 bytes: a kernel's socket is <dir>/kernel-<uuid>-ipc-<n>.
+    assert len(f"{units.KERNEL_RUNTIME_DIR}/kernel-{'x' * 36}-ipc-99") < 108
+    path = tmp_path / "a.toml"
+    path.write_text("[spawner]\nhardening = false\n")
+    env = dict(e.split("=", 1) for e in props(config.load(path))["Environment"][1])
+    # No private /tmp without the sandbox: the private run directory and TCP, as Jupyter's.
+    assert env["JUPYTER_RUNTIME_DIR"] == str(PATHS.directory / "runtime")
+    assert "APPLIANCE_KERNEL_TRANSPORT" not in env
