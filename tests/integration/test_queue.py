@@ -31,7 +31,10 @@ async def test_ten_starts_two_slots_all_ready_in_order(start_hub, hub_config, ma
     runs = []
     for u in users:  # arrival order is the list order
         runs.append(asyncio.create_task(post_then_follow(hub, tokens[u.name], u.name)))
-        await asyncio.sleep(0.05)
+        # All ten arrive within 0.1 s, before the first launch can end (a server takes at
+        # least 0.3 s of CPU to start): with 0.05 s gaps, a lean server was ready before the
+        # last one arrived, and it saw 7 ahead instead of 8.
+        await asyncio.sleep(0.01)
     outcomes = await asyncio.wait_for(asyncio.gather(*runs), 300)
 
     assert all(events[-1].get("ready") for events in outcomes), [e[-1] for e in outcomes]
