@@ -24,7 +24,7 @@ from pathlib import Path
 import pam
 from pam.__internals import PamConv, PamHandle, PamResponse, conv_func
 
-from appliance import accountd
+from appliance import accounthelper
 from appliance.config import AuthConfig
 from appliance.errors import AuthError, Busy, NotFound, PasswordExpired, TooManyAttempts
 from appliance.systemd import escape_unit_part
@@ -217,7 +217,7 @@ class Authenticator:
                                       client: str = "unknown") -> Account:
         """Replace an expired password through PAM (pam_chauthtok(3)) and return the account;
         AuthError with PAM's own words (a weak password, say) if it is refused."""
-        if accountd.needed():  # the installed hub: /etc is read-only to it
+        if accounthelper.needed():  # the installed hub: /etc is read-only to it
             account = await self.account(username)
             ok, reason = await self._change_by_helper(username, current, new, client)
         else:
@@ -235,10 +235,10 @@ class Authenticator:
                                 ) -> tuple[bool, str]:
         """The same PAM change, made by the account helper (accountd.py)."""
         try:
-            answer = await accountd.call({
+            answer = await accounthelper.call({
                 "op": "change-password", "service": self.cfg.pam_service, "user": username,
                 "current": current, "new": new, "rhost": client})
-        except accountd.HelperError as e:
+        except accounthelper.HelperError as e:
             log.error("password change for user=%r: %s", username, e)
             raise AuthError(str(e), user_message=HELPER_DOWN) from e
         return bool(answer.get("ok")), str(answer.get("reason", ""))

@@ -13,7 +13,7 @@ from urllib.parse import quote, urlsplit
 import jinja2
 from aiohttp import web
 
-from appliance import accountd, culler, profiles
+from appliance import accounthelper, culler, profiles
 from appliance.clientaddr import client_address
 from appliance.config import format_size
 from appliance.errors import AuthError, Busy, PasswordExpired
@@ -150,7 +150,7 @@ async def login_submit(request: web.Request) -> web.Response:
     try:
         account = await request.app["auth"].login(username, password, client)
     except PasswordExpired as e:
-        if not accountd.can_change_passwords():
+        if not accounthelper.can_change_passwords():
             return render(request, "login.html", status=403, next=target, username=username,
                           error=CANNOT_CHANGE)
         change_id = request.app["first_logins"].begin(e.name, password, client)

@@ -8,7 +8,7 @@ import logging
 
 from aiohttp import web
 
-from appliance import accountd, roster
+from appliance import accounthelper, roster
 from appliance.adminpages import TURNED_OFF, require_admin
 from appliance.errors import BadRequest, Forbidden
 from appliance.pages import checked_form, render
@@ -69,7 +69,7 @@ async def create(request: web.Request) -> web.Response:
     text = str(form.get("text", ""))
     problems, made = [], []
     try:
-        made = await (by_helper(text) if accountd.needed() else by_hub(text))
+        made = await (by_helper(text) if accounthelper.needed() else by_hub(text))
     except roster.RosterError as e:
         problems, made = e.problems, e.created
     log.info("roster: admin %r imported %d account(s)%s", identity.name, len(made),
@@ -88,8 +88,8 @@ async def by_helper(text: str) -> list[roster.Created]:
     """Have the account helper make them (the installed hub's /etc is read-only to it);
     RosterError with its problems and what it made before them."""
     try:
-        answer = await accountd.call({"op": "create-accounts", "roster": text})
-    except accountd.HelperError as e:
+        answer = await accounthelper.call({"op": "create-accounts", "roster": text})
+    except accounthelper.HelperError as e:
         log.error("roster: %s", e)
         raise roster.RosterError([HELPER_DOWN]) from e
     made = [roster.Created(str(c["name"]), str(c["password"])) for c in answer["created"]]

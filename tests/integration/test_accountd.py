@@ -1,4 +1,4 @@
-"""The account helper (accountd.py) through its real units on the booted systemd: the socket
+"""The account helper (accounthelper.py) through its real units on the booted systemd: the socket
 as shipped (Accept=yes, 0600) and its hardened per-request service, with real PAM, adduser and
 chage. The installed hub reaches it because /etc is read-only to it (the VM tier); here the
 test plays the hub."""
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance import accountd
+from appliance import accounthelper
 
 from .conftest import REPO, run
 
@@ -27,7 +27,7 @@ def helper(tmp_path):
     name = "test-accounts-" + secrets.token_hex(3)
     path = Path(f"/run/{name}.sock")
     socket_unit = (REPO / "units/notebook-appliance-accounts.socket").read_text().replace(
-        f"ListenStream={accountd.SOCKET}", f"ListenStream={path}")
+        f"ListenStream={accounthelper.SOCKET}", f"ListenStream={path}")
     service_unit = (REPO / "units/notebook-appliance-accounts@.service").read_text().replace(
         "ExecStart=/usr/bin/notebook-appliance account-helper",
         f"Environment=PYTHONPATH={REPO}\nExecStart=/usr/bin/python3 -m appliance account-helper")
@@ -67,18 +67,18 @@ async def test_the_helper_makes_accounts_and_changes_an_expired_password(
         helper, new_accounts, pam_service):
     name = "h" + secrets.token_hex(4)
     new_accounts.append(name)
-    answer = await accountd.call({"op": "create-accounts", "roster": f"{name},Hel Per,\n"},
+    answer = await accounthelper.call({"op": "create-accounts", "roster": f"{name},Hel Per,\n"},
                                  path=helper)
     assert answer["problems"] == [] and [c["name"] for c in answer["created"]] == [name]
     initial = answer["created"][0]["password"]
     assert Path(f"/home/{name}").is_dir()
     assert "password must be changed" in aging(name), aging(name)
 
-    wrong = await accountd.call({"op": "change-password", "service": pam_service,
+    wrong = await accounthelper.call({"op": "change-password", "service": pam_service,
                                  "user": name, "current": "not-it", "new": "N3w-pass-word!"},
                                 path=helper)
     assert wrong == {"ok": False, "reason": "The current password was not accepted."}
-    right = await accountd.call({"op": "change-password", "service": pam_service,
+    right = await accounthelper.call({"op": "change-password", "service": pam_service,
                                  "user": name, "current": initial, "new": "N3w-pass-word!",
                                  "rhost": "192.0.2.7"}, path=helper)
     assert right == {"ok": True, "reason": ""}
@@ -88,17 +88,17 @@ async def test_the_helper_makes_accounts_and_changes_an_expired_password(
 async def test_a_bad_roster_is_refused_by_the_helper_itself(helper, new_accounts):
     name = "h" + secrets.token_hex(4)
     new_accounts.append(name)
-    answer = await accountd.call(
+    answer = await accounthelper.call(
         {"op": "create-accounts", "roster": f"{name},A,\nBad Name!,B,\n"}, path=helper)
     assert answer["created"] == [] and "line 2" in " ".join(answer["problems"])
     assert subprocess.run(["getent", "passwd", name], capture_output=True).returncode == 2
 
 
 async def test_garbage_gets_an_answer_not_a_hang(helper):
-    answer = await accountd.call({"op": "format-disk"}, path=helper)
+    answer = await accounthelper.call({"op": "format-disk"}, path=helper)
     assert answer["ok"] is False and answer["reason"] == "bad request"
 
 
 async def test_an_absent_helper_is_a_clear_error(tmp_path):
-    with pytest.raises(accountd.HelperError, match="systemctl status"):
-        await accountd.call({"op": "create-accounts", "roster": ""}, path=tmp_path / "none")
+    with pytest.raises(accounthelper.HelperError, match="systemctl status"):
+        await accounthelper.call({"op": "create-accounts", "roster": ""}, path=tmp_path / "none")
