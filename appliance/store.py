@@ -256,6 +256,11 @@ class Store:
         rows = await self._run(self._q, f"SELECT {_USER_COLUMNS} FROM users ORDER BY name")
         return [_user_record(r) for r in rows]
 
+    async def sync_admin(self, name: str, admin: bool) -> None:
+        """Record whether a known user is an admin now (a write only when it changed)."""
+        await self._run(self._q, "UPDATE users SET admin=? WHERE name=? AND admin!=?",
+                        admin, name, admin)
+
     async def add_user(self, name: str, admin: bool) -> UserRecord | None:
         """Create a user row; None when the user exists already."""
         rows = await self._run(self._q, "INSERT INTO users(name, admin, created) VALUES (?, ?, ?)"

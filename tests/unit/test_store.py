@@ -166,3 +166,5 @@ async def test_token_scopes_are_kept_and_use_is_the_owners_activity(store):
     assert (await store.get_user("hal")).last_activity is None
     assert (await store.use_token(secret)).scopes == token.scopes
     assert (await store.get_user("hal")).last_activity is not None
+    await store.sync_admin("hal", True)
+    assert (await store.get_user("hal")).admin is True
