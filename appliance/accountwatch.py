@@ -74,6 +74,7 @@ async def remove_from_hub(app: web.Application, name: str, by: str) -> tuple[int
                 pass  # it stopped on its own meanwhile
     sessions, tokens = await app["store"].remove_user(name)
     app["identities"].forget_user(name)
+    await app["groups"].refresh(unix=False)  # the store dropped them from hub groups too
     log.warning("user=%r removed from the hub by %r: %d server(s) stopped, %d session(s) "
                 "and %d token(s) ended; the OS account is kept", name, by, stopped, sessions,
                 tokens)

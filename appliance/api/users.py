@@ -303,7 +303,6 @@ async def delete_user(request: web.Request) -> web.Response:
     if name == identity.name:
         raise BadRequest(f"{name} deleting themselves", user_message="Cannot delete yourself!")
     await accountwatch.remove_from_hub(request.app, name, identity.name)
-    await request.app["groups"].refresh(unix=False)
     return web.Response(status=204)
 
 
