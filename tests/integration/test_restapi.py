@@ -13,6 +13,7 @@ from appliance.api.base import PAGINATION_MEDIA_TYPE
 
 from .browser import Browser
 from .conftest import cli
+from .test_hub import wait_for
 
 pytestmark = [pytest.mark.systemd, pytest.mark.pam]
 
@@ -86,6 +87,8 @@ async def test_every_endpoint_needs_its_scope(start_hub, hub_config, make_user, 
         # A real server: ready (201) or still starting (202); stopped (204) or stopping.
         ("POST", f"/hub/api/users/{b}/server", None, "servers", (201, 202)),
         ("GET", f"/hub/api/users/{b}/server/progress", None, "read:servers", 200),
+        ("POST", f"/hub/api/users/{b}/activity",  # what jupyterhub-singleuser reports
+         {"servers": {"": {"last_activity": now_iso(30)}}}, "users:activity", 200),
         ("DELETE", f"/hub/api/users/{b}/server", None, "delete:servers", (202, 204)),
     ]
     async with Browser(hub, token=cli(cfg, "token", t)) as full:
@@ -111,6 +114,14 @@ async def test_every_endpoint_needs_its_scope(start_hub, hub_config, make_user, 
         assert answer["message"] == f"User {t} not found or no permissions to generate tokens"
         async with await scoped(hub, full, t, "tokens") as writer:
             await call(writer, "POST", f"/hub/api/users/{t}/tokens", 201, json={})
+        # bob's server reported activity (half a minute ahead), then stopped: listed only
+        # with include_stopped_servers.
+        spawner = hub.app["spawner"]
+        await wait_for(lambda: spawner.get(b).state == "stopped")
+        assert spawner.get(b).last_activity > time.time() + 20
+        assert (await call(full, "GET", f"/hub/api/users/{b}", 200))["servers"] == {}
+        model = await call(full, "GET", f"/hub/api/users/{b}?include_stopped_servers=1", 200)
+        assert model["servers"][""]["stopped"] is True
     assert pwd.getpwnam(c), "DELETE /users/<name> removed the OS account"
 
 
