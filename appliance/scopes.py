@@ -83,9 +83,9 @@ SCOPES: dict[str, tuple[str, tuple[str, ...]]] = {
 SELF_SCOPES = ("read:users", "users:shares", "read:shares", "users:activity", "servers",
                "tokens", "access:servers")
 
-#: JupyterHub's default roles. `admin` loses access:servers here unless auth.admin_access
-#: is on (roles_for): opening a student's server is the one thing an admin may not do by
-#: default in this hub, as in JupyterHub before roles.
+#: JupyterHub's default roles. roles.Roles takes access:servers out of `admin` unless
+#: auth.admin_access is on: opening a student's server is the one thing an admin may not do
+#: by default in this hub, as in JupyterHub before roles.
 DEFAULT_ROLES: dict[str, tuple[str, ...]] = {
     "user": ("self",),
     "admin": ("admin-ui", "admin:users", "admin:servers", "admin:services", "tokens",
