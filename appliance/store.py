@@ -350,10 +350,10 @@ class Store:
         """Issue an API token for user; returns it (only its hash is stored)."""
         return await self._run(self.create_token_sync, user, note, expires_in)
 
-    def create_token_sync(self, user: str, note: str = "",
-                          expires_in: float | None = None) -> str:
+    def create_token_sync(self, user: str, note: str = "", expires_in: float | None = None,
+                          scopes: tuple[str, ...] = ("inherit",)) -> str:
         """create_token for the CLI, which has no event loop."""
-        return self._issue_token(user, note, expires_in)[0]
+        return self._issue_token(user, note, expires_in, scopes)[0]
 
     async def issue_token(self, user: str, note: str = "", expires_in: float | None = None,
                           scopes: tuple[str, ...] = ("inherit",)) -> tuple[str, TokenRecord]:
@@ -426,6 +426,10 @@ class Store:
     async def groups(self) -> list[GroupRecord]:
         """Every hub group, in the order they were made, with its members by name."""
         return await self._run(self._groups)
+
+    def groups_sync(self) -> list[GroupRecord]:
+        """groups() for the CLI, which has no event loop."""
+        return self._groups()
 
     def _groups(self) -> list[GroupRecord]:
         members: dict[str, list[str]] = {}

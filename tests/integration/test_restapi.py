@@ -4,6 +4,8 @@ JupyterHub's message) and serves one with it; the users list's filters and pages
 and removed; activity; groups from the API and mirrored unix groups; roles from the config."""
 
 import pwd
+import subprocess
+import sys
 import time
 from datetime import datetime, timezone
 
@@ -252,6 +254,15 @@ async def test_whoami_tokens_with_scopes_and_roles(start_hub, hub_config, make_u
         async with await scoped(hub, full, bob.name, "list:users") as lister:
             names = {u["name"] for u in await call(lister, "GET", "/hub/api/users", 200)}
         assert {alice.name, bob.name} <= names
+    # The command line makes such tokens too, by the same rule.
+    async with Browser(hub, token=cli(cfg, "token", bob.name, "--scope", "list:users")) as cl:
+        me = await call(cl, "GET", "/hub/api/user", 200)
+        assert "list:users" in me["scopes"] and f"servers!user={bob.name}" not in me["scopes"]
+        await call(cl, "GET", "/hub/api/users", 200)
+    refused_cli = subprocess.run([sys.executable, "-m", "appliance", "--config", cfg.source,
+                                  "token", alice.name, "--scope", "list:users"],
+                                 capture_output=True, text=True)
+    assert refused_cli.returncode == 2 and "not held by User" in refused_cli.stderr
 
 
 async def test_groups_from_the_api_and_mirrored_unix_groups(start_hub, hub_config, make_user,
