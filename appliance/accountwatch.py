@@ -27,6 +27,7 @@ STOPPED_REASON = "Your server was stopped because your account was locked, expir
 async def recheck(app: web.Application) -> list[str]:
     """One round: the users refused now (each already logged out and stopped)."""
     store, spawner = app["store"], app["spawner"]
+    await app["groups"].refresh()  # the mirrored unix groups too: membership is NSS's
     purged = await store.purge_expired_sessions()
     if purged:
         log.info("purged %d expired session(s)", purged)
@@ -60,8 +61,9 @@ async def refuse(app: web.Application, name: str, why: str) -> None:
 
 
 async def remove_from_hub(app: web.Application, name: str, by: str) -> tuple[int, int, int]:
-    """Forget a user (an admin's "Remove from hub"): stop their servers, end their sessions
-    and tokens, drop their row; the OS account stays. (servers, sessions, tokens) ended."""
+    """Forget a user (an admin's "Remove from hub", the API's DELETE): stop their servers,
+    end their sessions and tokens, drop their row; the OS account stays. (servers, sessions,
+    tokens) ended."""
     stopped = 0
     for server in app["spawner"].of_user(name):
         if server.state in (ServerState.STARTING, ServerState.RUNNING):
@@ -72,7 +74,8 @@ async def remove_from_hub(app: web.Application, name: str, by: str) -> tuple[int
                 pass  # it stopped on its own meanwhile
     sessions, tokens = await app["store"].remove_user(name)
     app["identities"].forget_user(name)
-    log.warning("user=%r removed from the hub by admin %r: %d server(s) stopped, %d session(s) "
+    await app["groups"].refresh(unix=False)  # the store dropped them from hub groups too
+    log.warning("user=%r removed from the hub by %r: %d server(s) stopped, %d session(s) "
                 "and %d token(s) ended; the OS account is kept", name, by, stopped, sessions,
                 tokens)
     return stopped, sessions, tokens

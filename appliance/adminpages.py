@@ -73,7 +73,7 @@ def setup(app: web.Application) -> None:
 async def require_admin(request: web.Request):
     """The logged-in admin; Forbidden for everyone else."""
     identity = await current(request)
-    if not identity.admin:
+    if not access.allows(identity, "admin-ui"):
         raise Forbidden(f"{identity.name} is not an admin",
                         user_message="Only administrators may open the admin page.")
     return identity

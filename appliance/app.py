@@ -35,7 +35,9 @@ from appliance.auth import Authenticator
 from appliance.clientaddr import is_loopback
 from appliance.config import Config
 from appliance.errors import ApplianceError, Forbidden, NotFound
+from appliance.groups import Groups
 from appliance.identity import Identities, same_origin
+from appliance.roles import Roles
 from appliance.spawner import Spawner
 from appliance.store import Store
 from appliance.systemd import Systemd
@@ -93,7 +95,10 @@ async def _auth_ctx(app: web.Application):
     loop = asyncio.get_running_loop()
     app["secret"] = await loop.run_in_executor(None, load_secret, cfg.hub.state_dir / "hub-secret")
     app["auth"] = auth = Authenticator(cfg.auth)
-    app["identities"] = Identities(app["store"], auth, cfg.hub.session_max_age, app["secret"])
+    app["groups"] = groups = Groups(app["store"], cfg.auth.sync_groups)
+    await groups.refresh()
+    app["identities"] = Identities(app["store"], auth, cfg.hub.session_max_age, app["secret"],
+                                   Roles(cfg, groups.of_user))
     yield
     auth.close()
 
@@ -205,7 +210,15 @@ async def error_middleware(request: web.Request, handler):
                                 else HUB_FAULT)
         pages.set_retry_after(response, e)
         return response
-    except (web.HTTPException, asyncio.CancelledError):
+    except web.HTTPException as e:
+        if e.status in (404, 405) and request.path.startswith("/hub/api"):
+            # JupyterHub's API404 and JSON errors: an API client never gets an HTML page.
+            response = error_response(request, e.status, e.reason)
+            if "Allow" in e.headers:
+                response.headers["Allow"] = e.headers["Allow"]
+            return response
+        raise
+    except asyncio.CancelledError:
         raise
     except Exception as e:
         return incident(request, 500, e, HUB_FAULT)

@@ -25,11 +25,14 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="run the hub")
     tok = sub.add_parser("token", help="print a new API token for USER; list or revoke tokens",
                          usage="notebook-appliance token USER [--note TEXT] [--expires-in "
-                               "DURATION] | --list USER | --revoke ID")
+                               "DURATION] [--scope SCOPE ...] | --list USER | --revoke ID")
     tok.add_argument("user", nargs="?")
     tok.add_argument("--note", default="created by notebook-appliance token")
     tok.add_argument("--expires-in", type=duration, metavar="DURATION",
                      help='e.g. "30d" or "8h" (default: never)')
+    tok.add_argument("--scope", action="append", dest="scopes", metavar="SCOPE",
+                     help='a JupyterHub scope the token is limited to, e.g. "list:users" '
+                          "(repeat it; each must be USER's; default: all of USER's access)")
     tok.add_argument("--list", metavar="USER", dest="list_user",
                      help="list USER's tokens (id, note, created, last used, expires)")
     tok.add_argument("--revoke", metavar="ID", type=int, help="delete the token with this id")
@@ -106,22 +109,46 @@ def cmd_token(args) -> int:
                 raise NotFound(f"no token with id {args.revoke}")
             print(f"revoked token {token.id} of {token.user} ({token.note})")
         else:
-            print(store.create_token_sync(allowed_account(cfg, args.user), args.note,
-                                          args.expires_in))
+            account = allowed_account(cfg, args.user)
+            scopes = token_scopes(cfg, store, account, args.scopes or ["inherit"])
+            print(store.create_token_sync(account.name, args.note, args.expires_in, scopes))
     finally:
         store._close_sync()
     return 0
 
 
-def allowed_account(cfg: config.Config, name: str) -> str:
-    """The account name if the login policy allows it; NotFound naming why otherwise."""
+def allowed_account(cfg: config.Config, name: str):
+    """The account if the login policy allows it; NotFound naming why otherwise."""
     from appliance.auth import Authenticator
 
     auth = Authenticator(cfg.auth)
     try:
-        return auth.account_sync(name).name
+        return auth.account_sync(name)
     finally:
         auth.close()
+
+
+def token_scopes(cfg: config.Config, store, account, wanted: list[str]) -> tuple[str, ...]:
+    """The scopes asked for a new token, if they exist and the account holds them all (the
+    API's rule and JupyterHub's words); ConfigError otherwise."""
+    from appliance import scopes
+    from appliance.groups import unix_members
+    from appliance.roles import Roles
+
+    try:
+        scopes.check_exist(wanted)
+    except scopes.ScopeNotFound as e:
+        raise ConfigError(f"token: {' '.join(str(e).split())}") from None
+    members = {g.name: g.users for g in store.groups_sync()}
+    members.update(unix_members(cfg.auth.sync_groups))
+    roles = Roles(cfg, lambda user: frozenset(g for g, users in members.items()
+                                              if user in users))
+    held = roles.scopes_of(account.name, roles.of_user(account.name, account.admin))
+    excess = roles.excess(account.name, held, wanted)
+    if excess:
+        raise ConfigError(f"token: Not assigning requested scopes {','.join(sorted(excess))} "
+                          f"not held by User {account.name}")
+    return tuple(dict.fromkeys(wanted))
 
 
 def cmd_roster(args) -> int:

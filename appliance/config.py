@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .scopes import ScopeNotFound, check_exist
 
 _UNSET = object()
 
@@ -233,6 +234,9 @@ class AuthConfig:
     admin_access: bool = _opt(False, _bool,
         "Whether administrators may open (use) other users' servers; they may always start "
         "and stop them.")
+    sync_groups: tuple[str, ...] = _opt([], _groups,
+        "Unix groups mirrored as hub groups (read-only: change them with adduser/deluser), "
+        'e.g. ["course-101"]; JupyterHub tools and [roles.*] see them as groups.')
     manage_accounts: bool = _opt(False, _bool,
         "Whether the admin page may import a roster (create OS accounts with initial "
         "passwords); off, it only reads. `notebook-appliance roster import` works either way.")
@@ -383,6 +387,33 @@ class ProfileConfig:
     default: bool = _opt(False, _bool, "Preselected (at most one profile).")
 
 
+def _scopes(value: object) -> tuple[str, ...]:
+    """A list of JupyterHub scopes, each one that exists (filters included)."""
+    _expect(isinstance(value, list) and all(isinstance(v, str) for v in value),
+            'expected a list of scopes like ["list:users", "read:servers"]')
+    try:
+        check_exist(value)
+    except ScopeNotFound as e:
+        raise _Bad(f"expected JupyterHub scopes ({' '.join(str(e).split())})") from None
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class RoleConfig:
+    """A role (JupyterHub's): scopes granted to the users and hub groups listed."""
+
+    description: str = _opt("", _string, "What the role is for.")
+    scopes: tuple[str, ...] = _opt([], _scopes, "JupyterHub scopes the role grants.")
+    users: tuple[str, ...] = _opt([], _users, "Users who have the role.")
+    groups: tuple[str, ...] = _opt([], _groups,
+        "Hub groups whose members have the role (auth.sync_groups or made in the API).")
+
+
+#: A role's name (JupyterHub's _role_name_pattern); the default roles are built in.
+_ROLE_NAME = re.compile(r"[a-z][a-z0-9\-_~.]{1,253}[a-z0-9]")
+_BUILTIN_ROLES = ("user", "admin", "server", "token")
+
+
 #: A profile's name: it appears in URLs, forms and the store.
 _PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
 
@@ -400,6 +431,8 @@ class Config:
     proxy: ProxyConfig
     #: [profiles.<name>] tables as (name, profile), in file order; () = [limits] is the one.
     profiles: tuple[tuple[str, ProfileConfig], ...] = ()
+    #: [roles.<name>] tables as (name, role), in file order (JupyterHub's load_roles).
+    roles: tuple[tuple[str, RoleConfig], ...] = ()
     source: str = ""
 
 
@@ -429,12 +462,12 @@ def defaults() -> Config:
 
 def _build(data: dict[str, Any], src: str) -> Config:
     """Validate parsed TOML into a Config."""
-    _reject_unknown(data, {**SECTIONS, "profiles": None}, src, "")
+    _reject_unknown(data, {**SECTIONS, "profiles": None, "roles": None}, src, "")
     sections = {}
     for name, cls in SECTIONS.items():
         sections[name] = _section(cls, name, _table(data, name, src), src)
     config = Config(**sections, profiles=_profiles(_table(data, "profiles", src), src),
-                    source=src)
+                    roles=_roles(_table(data, "roles", src), src), source=src)
     _check_tls(config.hub, src)
     _check_lockout(config.auth, src)
     return config
@@ -465,6 +498,24 @@ def _profiles(tables: dict[str, Any], src: str) -> tuple[tuple[str, ProfileConfi
         raise ConfigError(f"{src}: profiles.{defaults[1]}.default: expected only one profile "
                           f"with default = true, got {', '.join(defaults)}")
     return tuple(profiles)
+
+
+def _roles(tables: dict[str, Any], src: str) -> tuple[tuple[str, RoleConfig], ...]:
+    """Every [roles.<name>] table; JupyterHub's role names, none of the built-in ones."""
+    roles = []
+    for name, table in tables.items():
+        dotted = f"roles.{_toml_key(name)}"
+        if not _ROLE_NAME.fullmatch(name):
+            raise ConfigError(f"{src}: {dotted}: expected a role name of 3-255 lower-case "
+                              "letters, digits and -_~. starting with a letter")
+        if name in _BUILTIN_ROLES:
+            raise ConfigError(f"{src}: {dotted}: expected a new role's name, got the built-in "
+                              f"role {name!r} (built in: {', '.join(_BUILTIN_ROLES)})")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{src}: {dotted}: expected a table [{dotted}], got "
+                              f"{_toml(table)}")
+        roles.append((name, _section(RoleConfig, dotted, table, src)))
+    return tuple(roles)
 
 
 def _section(cls: type, name: str, table: dict[str, Any], src: str) -> Any:
@@ -543,6 +594,15 @@ _PROFILES_EXAMPLE = """
 # memory = "4G"
 # cpu = 2
 # groups = ["research"]
+
+# Roles (optional, JupyterHub's): scopes for users and hub groups, beside the built-in roles
+# (user: their own things; admin: auth.admin_group and auth.admin_users; token; server).
+# A token is made with scopes its owner holds, e.g. for jupyterhub-idle-culler:
+#
+# [roles.culler]
+# description = "Cull idle servers"
+# scopes = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
+# users = ["teacher"]
 """
 
 

@@ -88,6 +88,12 @@ class Conflict(ApplianceError):
     status = 400
 
 
+class Exists(ApplianceError):
+    """What a request would create exists already (a user, a group: JupyterHub's 409)."""
+
+    status = 409
+
+
 class ServerNotRunning(ApplianceError):
     """A proxied API request reached a server that is not running (JupyterHub: 424)."""
 

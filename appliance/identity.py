@@ -11,13 +11,15 @@ import hmac
 import logging
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from appliance import scopes
 from appliance.auth import Authenticator
 from appliance.errors import BadRequest, NotFound
-from appliance.store import Store, hash_secret
+from appliance.roles import Roles
+from appliance.store import Store, TokenRecord, hash_secret
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +42,33 @@ CACHE_SECONDS = 30.0
 
 @dataclass(frozen=True)
 class Identity:
-    """An authenticated request's user."""
+    """An authenticated request's user, and what this request may do."""
 
     name: str
+    #: Whether the account is an administrator (has the admin role); what a request may do
+    #: is its scopes', which a token can narrow.
     admin: bool
     via: str  # "cookie" or "token"
+    #: The roles the user holds (their own and their groups').
+    roles: tuple[str, ...] = ()
+    #: The expanded scopes of this credential (JupyterHub's expanded_scopes).
+    scopes: frozenset[str] = frozenset()
+    #: The API token's id (JupyterHub's "a<N>"), None for a session.
+    token_id: int | None = None
+    parsed: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "parsed", scopes.parse(self.scopes))
 
 
 class Identities:
     """Resolves requests to identities, with a short-lived cache."""
 
     def __init__(self, store: Store, auth: Authenticator, session_max_age: float,
-                 secret: bytes):
+                 secret: bytes, roles: Roles):
         self.store = store
         self.auth = auth
+        self.roles = roles
         self.session_max_age = session_max_age
         self._xsrf_key = hmac.new(secret, b"xsrf", hashlib.sha256).digest()
         self._cache: dict[str, tuple[float, Identity | None]] = {}
@@ -85,6 +100,7 @@ class Identities:
         """Ask the store who owns the secret, then re-check the account policy; with how
         long the answer may be cached (a token's answer not past its expiry)."""
         valid_for = CACHE_SECONDS
+        token = None
         if via == "token":
             token = await self.store.use_token(secret)
             name = token.user if token else None
@@ -92,10 +108,12 @@ class Identities:
                 valid_for = max(0.0, token.expires - time.time())
         else:
             name = await self.store.session_user(secret, host)
-        return await self._account_identity(name, via), valid_for
+        return await self._account_identity(name, via, token), valid_for
 
-    async def _account_identity(self, name: str | None, via: str) -> Identity | None:
-        """The identity of name if the account policy still allows them, else None."""
+    async def _account_identity(self, name: str | None, via: str,
+                                token: TokenRecord | None = None) -> Identity | None:
+        """The identity of name if the account policy still allows them, else None; with
+        the scopes of their roles, narrowed to the token's."""
         if name is None:
             return None
         try:
@@ -103,7 +121,22 @@ class Identities:
         except NotFound as e:
             log.info("user=%r credentials refused: %s", name, e)
             return None
-        return Identity(account.name, account.admin, via)
+        # The user models' admin follows the configuration and the admin group as they are
+        # now (the account was just looked up), not as they were at the last login.
+        await self.store.sync_admin(account.name, account.admin)
+        roles = self.roles.of_user(account.name, account.admin)
+        held = self.roles.scopes_of(account.name, roles)
+        if token is not None:
+            held = self.roles.token_scopes(account.name, held, token.scopes)
+        return Identity(account.name, account.admin, via, tuple(roles), held,
+                        token.id if token is not None else None)
+
+    async def owner_scopes(self, name: str) -> frozenset[str]:
+        """Everything name holds now (a new token's scopes must be among them); NotFound
+        when the account policy refuses them."""
+        account = await self.auth.account(name)
+        return self.roles.scopes_of(account.name, self.roles.of_user(account.name,
+                                                                      account.admin))
 
     def forget_user(self, name: str) -> None:
         """Drop a user's cached identities: their next request is looked up afresh."""

@@ -12,8 +12,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from appliance import access
 from appliance.clientaddr import is_loopback
-from appliance.errors import Forbidden, NotAuthenticated
+from appliance.errors import NotAuthenticated
 from appliance.events import Cause, Event, Kind
 
 #: JupyterHub's buckets for spawn times (seconds): a classroom's spawns take 1 s to minutes.
@@ -106,15 +107,14 @@ async def timing_middleware(request: web.Request, handler):
 
 
 async def serve_metrics(request: web.Request) -> web.Response:
-    """GET /hub/metrics: for admins' tokens, or loopback when metrics.allow_loopback."""
+    """GET /hub/metrics: for read:metrics (admins' tokens), or loopback when
+    metrics.allow_loopback."""
     if not _loopback_allowed(request):
         identity = await request.app["identities"].of_request(request)
         if identity is None:
             raise NotAuthenticated("no credentials for /hub/metrics",
                                    user_message="Send an administrator's API token.")
-        if not identity.admin:
-            raise Forbidden(f"{identity.name} may not read metrics",
-                            user_message="Only administrators may read the metrics.")
+        access.require(identity, "read:metrics")
     metrics = request.app["metrics"]
     await metrics.refresh(request.app)
     body = generate_latest(metrics.registry)

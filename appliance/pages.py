@@ -116,8 +116,10 @@ async def current(request: web.Request, *, required: bool = True):
     identity = await request.app["identities"].of_request(request)
     request["identity"] = identity
     if identity is None and required:
-        # raw_path: the URL as sent (percent-encoded), so a non-ASCII name comes back intact.
-        raise web.HTTPFound("/hub/login?next=" + quote(request.raw_path))
+        # raw_path: the URL as sent (percent-encoded), so a non-ASCII name comes back intact;
+        # a byte that is not UTF-8 (aiohttp's lone surrogate) goes back as the byte it was.
+        raise web.HTTPFound("/hub/login?next=" + quote(request.raw_path,
+                                                        errors="surrogateescape"))
     return identity
 
 

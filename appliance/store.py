@@ -1,4 +1,4 @@
-"""The hub's state in sqlite (WAL): users, sessions, API tokens (hashed) and servers.
+"""The hub's state in sqlite (WAL): users, sessions, API tokens (hashed), servers and groups.
 
 Every query runs on one dedicated thread, so the event loop never waits on the disk and the
 single connection is never shared between threads.
@@ -6,6 +6,7 @@ single connection is never shared between threads.
 
 import asyncio
 import hashlib
+import json
 import secrets
 import sqlite3
 import time
@@ -13,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -84,9 +85,26 @@ _MIGRATIONS = (
     );
     CREATE INDEX usage_stopped ON usage(stopped);
     """,
+    # 6: scopes per token (JupyterHub's; tokens made before meant "inherit", and still do),
+    # and hub groups (JupyterHub's /groups): a name, free-form properties, member users.
+    """
+    ALTER TABLE tokens ADD COLUMN scopes TEXT NOT NULL DEFAULT '["inherit"]';
+    CREATE TABLE groups (
+        name TEXT PRIMARY KEY,
+        properties TEXT NOT NULL DEFAULT '{}',
+        created REAL NOT NULL
+    );
+    CREATE TABLE group_members (
+        grp TEXT NOT NULL REFERENCES groups(name) ON DELETE CASCADE,
+        user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        PRIMARY KEY (grp, user)
+    );
+    """,
 )
 #: A token's columns in TokenRecord's order (never its hash).
-_TOKEN_COLUMNS = "id, user, note, created, last_used, expires"
+_TOKEN_COLUMNS = "id, user, note, created, last_used, expires, scopes"
+#: A user's columns in UserRecord's order; rowid is JupyterHub's user id (creation order).
+_USER_COLUMNS = "name, admin, created, last_activity, rowid"
 #: A token's last_used is written at most this often (seconds): a busy tool is not a write
 #: per request.
 LAST_USED_EVERY = 60.0
@@ -100,6 +118,21 @@ class UserRecord:
     admin: bool
     created: float
     last_activity: float | None
+    #: The order users came to the hub in (JupyterHub's ?sort=id).
+    id: int = 0
+
+
+def _user_record(row: tuple) -> UserRecord:
+    return UserRecord(row[0], bool(row[1]), *row[2:])
+
+
+@dataclass(frozen=True)
+class GroupRecord:
+    """A hub group made through the API (JupyterHub's group model)."""
+
+    name: str
+    properties: dict
+    users: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -112,10 +145,13 @@ class TokenRecord:
     created: float
     last_used: float | None
     expires: float | None
-    #: What the token may do. Every token has its owner's full access for now, which is
-    #: JupyterHub's default token scope, the "inherit" metascope; stored per token when
-    #: scopes come (issue 9).
+    #: What the token may do, as asked for when it was made (JupyterHub's raw scopes); what
+    #: the owner does not hold is never granted. "inherit" is everything the owner may do.
     scopes: tuple[str, ...] = ("inherit",)
+
+
+def _token_record(row: tuple) -> TokenRecord:
+    return TokenRecord(*row[:6], tuple(json.loads(row[6])))
 
 
 @dataclass(frozen=True)
@@ -208,8 +244,8 @@ class Store:
         return self._user(name)
 
     def _user(self, name: str) -> UserRecord | None:
-        rows = self._q("SELECT name, admin, created, last_activity FROM users WHERE name=?", name)
-        return UserRecord(rows[0][0], bool(rows[0][1]), *rows[0][2:]) if rows else None
+        rows = self._q(f"SELECT {_USER_COLUMNS} FROM users WHERE name=?", name)
+        return _user_record(rows[0]) if rows else None
 
     async def get_user(self, name: str) -> UserRecord | None:
         """The user's row, or None if they never logged in."""
@@ -217,9 +253,20 @@ class Store:
 
     async def list_users(self) -> list[UserRecord]:
         """Every user the hub knows, by name."""
-        rows = await self._run(self._q, "SELECT name, admin, created, last_activity FROM users"
-                               " ORDER BY name")
-        return [UserRecord(r[0], bool(r[1]), r[2], r[3]) for r in rows]
+        rows = await self._run(self._q, f"SELECT {_USER_COLUMNS} FROM users ORDER BY name")
+        return [_user_record(r) for r in rows]
+
+    async def sync_admin(self, name: str, admin: bool) -> None:
+        """Record whether a known user is an admin now (a write only when it changed)."""
+        await self._run(self._q, "UPDATE users SET admin=? WHERE name=? AND admin!=?",
+                        admin, name, admin)
+
+    async def add_user(self, name: str, admin: bool) -> UserRecord | None:
+        """Create a user row; None when the user exists already."""
+        rows = await self._run(self._q, "INSERT INTO users(name, admin, created) VALUES (?, ?, ?)"
+                               f" ON CONFLICT(name) DO NOTHING RETURNING {_USER_COLUMNS}",
+                               name, admin, time.time())
+        return _user_record(rows[0]) if rows else None
 
     async def remove_user(self, name: str) -> tuple[int, int]:
         """Forget a user: their sessions, tokens, server rows and user row (the OS account
@@ -241,8 +288,9 @@ class Store:
         return sessions, tokens
 
     async def touch_user(self, name: str, when: float) -> None:
-        """Record activity of a user."""
-        await self._run(self._q, "UPDATE users SET last_activity=? WHERE name=?", when, name)
+        """Record activity of a user (never moving it back: reports may come late)."""
+        await self._run(self._q, "UPDATE users SET last_activity=? WHERE name=? AND "
+                        "(last_activity IS NULL OR last_activity<?)", when, name, when)
 
     # -- sessions and tokens -----------------------------------------------------------------
 
@@ -302,26 +350,26 @@ class Store:
         """Issue an API token for user; returns it (only its hash is stored)."""
         return await self._run(self.create_token_sync, user, note, expires_in)
 
-    def create_token_sync(self, user: str, note: str = "",
-                          expires_in: float | None = None) -> str:
+    def create_token_sync(self, user: str, note: str = "", expires_in: float | None = None,
+                          scopes: tuple[str, ...] = ("inherit",)) -> str:
         """create_token for the CLI, which has no event loop."""
-        return self._issue_token(user, note, expires_in)[0]
+        return self._issue_token(user, note, expires_in, scopes)[0]
 
-    async def issue_token(self, user: str, note: str = "",
-                          expires_in: float | None = None) -> tuple[str, TokenRecord]:
+    async def issue_token(self, user: str, note: str = "", expires_in: float | None = None,
+                          scopes: tuple[str, ...] = ("inherit",)) -> tuple[str, TokenRecord]:
         """A new API token for user: the secret (only its hash is stored) and its record."""
-        return await self._run(self._issue_token, user, note, expires_in)
+        return await self._run(self._issue_token, user, note, expires_in, scopes)
 
-    def _issue_token(self, user: str, note: str,
-                     expires_in: float | None) -> tuple[str, TokenRecord]:
+    def _issue_token(self, user: str, note: str, expires_in: float | None,
+                     scopes: tuple[str, ...] = ("inherit",)) -> tuple[str, TokenRecord]:
         secret, now = new_secret(), time.time()
         self._q("INSERT INTO users(name, admin, created) VALUES (?, 0, ?) "
                 "ON CONFLICT(name) DO NOTHING", user, now)
-        rows = self._q("INSERT INTO tokens(hash, user, note, created, expires) "
-                       f"VALUES (?, ?, ?, ?, ?) RETURNING {_TOKEN_COLUMNS}",
+        rows = self._q("INSERT INTO tokens(hash, user, note, created, expires, scopes) "
+                       f"VALUES (?, ?, ?, ?, ?, ?) RETURNING {_TOKEN_COLUMNS}",
                        hash_secret(secret), user, note, now,
-                       now + expires_in if expires_in else None)
-        return secret, TokenRecord(*rows[0])
+                       now + expires_in if expires_in else None, json.dumps(list(scopes)))
+        return secret, _token_record(rows[0])
 
     async def token_user(self, secret: str) -> str | None:
         """The user an unexpired API token belongs to, or None; records its use."""
@@ -337,10 +385,13 @@ class Store:
         now = time.time()
         rows = self._q(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE hash=? AND "
                        "(expires IS NULL OR expires>?)", digest, now)
-        if rows:
-            self._q("UPDATE tokens SET last_used=? WHERE hash=? AND "
-                    "(last_used IS NULL OR last_used<?)", now, digest, now - LAST_USED_EVERY)
-        return TokenRecord(*rows[0]) if rows else None
+        if rows and self._count("UPDATE tokens SET last_used=? WHERE hash=? AND (last_used IS "
+                                "NULL OR last_used<?)", now, digest, now - LAST_USED_EVERY):
+            # As JupyterHub: a token's use is its owner's activity too (so a tool's owner is
+            # not culled as idle while the tool runs), as coarse as last_used.
+            self._q("UPDATE users SET last_activity=? WHERE name=? AND "
+                    "(last_activity IS NULL OR last_activity<?)", now, rows[0][1], now)
+        return _token_record(rows[0]) if rows else None
 
     async def list_tokens(self, user: str) -> list[TokenRecord]:
         """A user's tokens, oldest first (expired ones too)."""
@@ -349,13 +400,13 @@ class Store:
     def list_tokens_sync(self, user: str) -> list[TokenRecord]:
         """A user's tokens, oldest first (expired ones too, so their owner sees them end)."""
         rows = self._q(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE user=? ORDER BY id", user)
-        return [TokenRecord(*r) for r in rows]
+        return [_token_record(r) for r in rows]
 
     async def get_token(self, user: str, token_id: int) -> TokenRecord | None:
         """One of user's tokens by id; None when it is not theirs or does not exist."""
         rows = await self._run(self._q, f"SELECT {_TOKEN_COLUMNS} FROM tokens "
                                "WHERE user=? AND id=?", user, token_id)
-        return TokenRecord(*rows[0]) if rows else None
+        return _token_record(rows[0]) if rows else None
 
     async def revoke_token(self, user: str, token_id: int) -> str | None:
         """Delete one of user's tokens by id; the hash it had (a cache key of the token),
@@ -368,7 +419,67 @@ class Store:
         """Delete a token by id; the token it was, or None if there is none."""
         rows = self._q(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE id=?", token_id)
         self._q("DELETE FROM tokens WHERE id=?", token_id)
-        return TokenRecord(*rows[0]) if rows else None
+        return _token_record(rows[0]) if rows else None
+
+    # -- groups ------------------------------------------------------------------------------
+
+    async def groups(self) -> list[GroupRecord]:
+        """Every hub group, in the order they were made, with its members by name."""
+        return await self._run(self._groups)
+
+    def groups_sync(self) -> list[GroupRecord]:
+        """groups() for the CLI, which has no event loop."""
+        return self._groups()
+
+    def _groups(self) -> list[GroupRecord]:
+        members: dict[str, list[str]] = {}
+        for grp, user in self._q("SELECT grp, user FROM group_members ORDER BY user"):
+            members.setdefault(grp, []).append(user)
+        return [GroupRecord(name, json.loads(props), tuple(members.get(name, ())))
+                for name, props in self._q("SELECT name, properties FROM groups ORDER BY rowid")]
+
+    async def create_group(self, name: str, users: list[str]) -> bool:
+        """Make a group with these (hub) users; False when it exists already."""
+        return await self._run(self._create_group, name, users)
+
+    def _create_group(self, name: str, users: list[str]) -> bool:
+        self._q("BEGIN")
+        try:
+            made = self._count("INSERT INTO groups(name, created) VALUES (?, ?) "
+                               "ON CONFLICT(name) DO NOTHING", name, time.time())
+            for user in users if made else ():
+                self._q("INSERT OR IGNORE INTO group_members(grp, user) VALUES (?, ?)",
+                        name, user)
+        except BaseException:
+            self._q("ROLLBACK")
+            raise
+        self._q("COMMIT")
+        return bool(made)
+
+    async def delete_group(self, name: str) -> bool:
+        """Delete a group (its memberships go with it); False when there is none."""
+        return bool(await self._run(self._count, "DELETE FROM groups WHERE name=?", name))
+
+    async def set_group_members(self, name: str, users: list[str], member: bool) -> None:
+        """Add (member) or remove these users."""
+        sql = ("INSERT OR IGNORE INTO group_members(grp, user) VALUES (?, ?)" if member
+               else "DELETE FROM group_members WHERE grp=? AND user=?")
+        await self._run(self._many, sql, [(name, user) for user in users])
+
+    def _many(self, sql: str, rows: list[tuple]) -> None:
+        """One statement for many rows, in one transaction (the connection autocommits)."""
+        self._q("BEGIN")
+        try:
+            self._db.executemany(sql, rows)
+        except BaseException:
+            self._q("ROLLBACK")
+            raise
+        self._q("COMMIT")
+
+    async def set_group_properties(self, name: str, properties: dict) -> None:
+        """Replace a group's properties (JupyterHub's PUT)."""
+        await self._run(self._q, "UPDATE groups SET properties=? WHERE name=?",
+                        json.dumps(properties), name)
 
     # -- servers -----------------------------------------------------------------------------
 

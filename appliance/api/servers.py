@@ -7,7 +7,7 @@ import json
 from aiohttp import web
 
 from appliance import access, cgroups, profiles
-from appliance.api.base import isoformat, json_object, require_access
+from appliance.api.base import authorize, isoformat, json_object
 from appliance.errors import BadRequest, NotFound
 from appliance.events import Cause
 from appliance.units import Owner
@@ -88,8 +88,8 @@ async def start_server(request: web.Request) -> web.Response:
 
     The body is JupyterHub's user_options: {"profile": "large"} picks a profile.
     """
-    _, name = await require_access(request)
-    server_name_ = server_name(request)
+    name, server_name_ = request.match_info["name"], server_name(request)
+    await authorize(request, "servers", server=f"{name}/{server_name_}")
     options = await user_options(request)
     spawner = request.app["spawner"]
     server = spawner.find(name, server_name_)
@@ -107,8 +107,8 @@ async def stop_server(request: web.Request) -> web.Response:
 
     A named server's body may say {"remove": true}: it is then forgotten once stopped.
     """
-    identity, name = await require_access(request)
-    server_name_ = server_name(request)
+    name, server_name_ = request.match_info["name"], server_name(request)
+    identity = await authorize(request, "delete:servers", server=f"{name}/{server_name_}")
     remove = bool(server_name_ and (await user_options(request)).get("remove"))
     spawner = request.app["spawner"]
     server = spawner.find(name, server_name_)
@@ -139,9 +139,9 @@ async def _stop(spawner, name: str, server: str, remove: bool, cause: Cause) -> 
 
 async def progress(request: web.Request) -> web.StreamResponse:
     """GET .../progress: server-sent events until ready or failed, or the hub stops."""
-    _, name = await require_access(request)
+    name, named = request.match_info["name"], server_name(request)
+    await authorize(request, "read:servers", server=f"{name}/{named}")
     spawner = request.app["spawner"]
-    named = server_name(request)
     server = spawner.find(name, named) if named else spawner.get(name)
     if server is None:
         raise NotFound(f"{name} has no server {named!r}",

@@ -2,8 +2,10 @@
 (JupyterHub's /users/<name>/tokens[/<id>]); the secret is shown once, in the answer to
 the POST, and only its hash is stored.
 
-Only the owner or an admin; issuing one for someone else also needs auth.admin_access
-(the token would open their server).
+Reading needs read:tokens on the user, issuing and revoking tokens; issuing one for
+someone else also needs access:servers on their server (an admin's comes with
+auth.admin_access: the token would open it). A new token has the scopes asked for (by default
+"inherit": everything its owner may do), each of which the owner must hold.
 """
 
 import math
@@ -11,10 +13,10 @@ import re
 
 from aiohttp import web
 
-from appliance import access
-from appliance.api.base import isoformat, json_object, require_access
+from appliance import access, scopes
+from appliance.api.base import authorize_user, isoformat, json_object, require_identity
 from appliance.api.users import user_record
-from appliance.errors import BadRequest, NotFound
+from appliance.errors import BadRequest, Forbidden, NotFound
 from appliance.store import TokenRecord
 
 #: The longest note a token may carry (characters); said in the error.
@@ -71,19 +73,30 @@ def check_expires_in(value) -> float | None:
     return float(value)
 
 
-def check_no_scopes(body: dict) -> None:
-    """Refuse a request for limited scopes or roles: a token has its owner's full access
-    until scopes exist (issue 9), and quietly granting more than was asked is worse."""
-    scopes, roles = body.get("scopes"), body.get("roles")
-    if scopes not in (None, [], ["inherit"]) or roles not in (None, []):
-        raise BadRequest("token scopes or roles asked for", user_message="Tokens with "
-                         "limited scopes or roles are not supported yet: every token has its "
-                         'owner\'s full access ("inherit"). Leave scopes and roles out.')
+def asked_scopes(body: dict, definitions: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """The raw scopes a new token asks for: its scopes and its roles' (JupyterHub still
+    takes roles), "inherit" when it names neither; 400 in JupyterHub's words otherwise."""
+    for key in ("roles", "scopes"):
+        value = body.get(key)
+        if value is not None and (not isinstance(value, list)
+                                  or not all(isinstance(item, str) for item in value)):
+            raise BadRequest(f"token {key} {value!r}", user_message=f"token {key} must be null "
+                             f"or a list of strings, not {value!r}")
+    wanted = list(body.get("scopes") or [])
+    for role in body.get("roles") or []:
+        if role not in definitions:
+            raise BadRequest(f"no role {role!r}", user_message=f"Role {role} does not exist")
+        wanted += definitions[role]
+    try:
+        scopes.check_exist(wanted)
+    except scopes.ScopeNotFound as e:
+        raise BadRequest(str(e), user_message=" ".join(str(e).split())) from None
+    return tuple(dict.fromkeys(wanted)) or ("inherit",)
 
 
 async def list_tokens(request: web.Request) -> web.Response:
     """GET /hub/api/users/{name}/tokens: the user's tokens, JupyterHub's shape."""
-    _, name = await require_access(request)
+    _, name = await authorize_user(request, "read:tokens")
     await user_record(request, name)
     tokens = await request.app["store"].list_tokens(name)
     return web.json_response({"api_tokens": [token_model(t) for t in tokens],
@@ -93,13 +106,24 @@ async def list_tokens(request: web.Request) -> web.Response:
 async def create_token(request: web.Request) -> web.Response:
     """POST /hub/api/users/{name}/tokens: 201 with the token model and, this once, the
     token itself."""
-    identity, name = await require_access(request)
-    access.check_open(identity, name, request.app["config"].auth.admin_access)
+    identity = await require_identity(request)
+    name = request.match_info["name"]
+    if not access.allows(identity, "tokens", user=name,
+                         groups_of=request.app["groups"].of_user):
+        raise Forbidden(f"{identity.name} lacks tokens on {name}", user_message=f"User {name} "
+                        "not found or no permissions to generate tokens")
+    if identity.name != name:
+        access.check_open(identity, name, request.app["config"].auth.admin_access)
     await user_record(request, name)
     body = await json_object(request, "the body", _EXAMPLE)
-    check_no_scopes(body)
+    identities = request.app["identities"]
+    wanted = asked_scopes(body, identities.roles.definitions)
     note, expires_in = check_note(body.get("note")), check_expires_in(body.get("expires_in"))
-    secret, token = await request.app["store"].issue_token(name, note, expires_in)
+    excess = identities.roles.excess(name, await identities.owner_scopes(name), wanted)
+    if excess:  # JupyterHub's words (scopes._check_token_scopes), and its 400
+        raise BadRequest(f"token scopes beyond {name}'s", user_message="Not assigning "
+                         f"requested scopes {','.join(sorted(excess))} not held by User {name}")
+    secret, token = await request.app["store"].issue_token(name, note, expires_in, wanted)
     return web.json_response({**token_model(token), "token": secret}, status=201)
 
 
@@ -112,7 +136,8 @@ def parse_token_id(text: str) -> int | None:
 async def token_in_url(request: web.Request) -> tuple[str, int]:
     """The user and the token id in the URL; a token that is not theirs is NotFound, as
     one that does not exist (its existence is not revealed)."""
-    _, name = await require_access(request)
+    _, name = await authorize_user(request,
+                                   "read:tokens" if request.method == "GET" else "tokens")
     token_id = parse_token_id(request.match_info["token_id"])
     if token_id is None:
         raise _no_token(name, request.match_info["token_id"])

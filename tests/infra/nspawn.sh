@@ -16,6 +16,8 @@
 #              read-only at the same path (tests/bench/jupyterhub-tools.sh:
 #              its venv and node_modules name their own path); COMMAND then
 #              sees APPLIANCE_BENCH_TOOLS=DIR.
+#              APPLIANCE_PYPI_TOOLS (optional): the same for the directory of
+#              tests/infra/pypi-tools.sh (third-party tools the tests run).
 #
 # The container shares the host's network (no --private-network), so a port
 # bound inside is reachable on the host's 127.0.0.1. Its cgroup v1
@@ -33,6 +35,7 @@ shift 2
 BOOT_TIMEOUT=${APPLIANCE_BOOT_TIMEOUT:-60}
 ARTIFACTS=${APPLIANCE_ARTIFACTS:-}
 BENCH_TOOLS=${APPLIANCE_BENCH_TOOLS:-}
+PYPI_TOOLS=${APPLIANCE_PYPI_TOOLS:-}
 log() { echo "nspawn: $*" >&2; }
 
 [ -f "$ROOTFS/.complete" ] || { log "$ROOTFS is not a finished rootfs (run tests/infra/rootfs.sh)"; exit 2; }
@@ -43,6 +46,10 @@ fi
 if [ -n "$BENCH_TOOLS" ]; then
     [ -d "$BENCH_TOOLS" ] || { log "APPLIANCE_BENCH_TOOLS=$BENCH_TOOLS is not a directory"; exit 2; }
     BENCH_TOOLS=$(readlink -f "$BENCH_TOOLS")
+fi
+if [ -n "$PYPI_TOOLS" ]; then
+    [ -d "$PYPI_TOOLS" ] || { log "APPLIANCE_PYPI_TOOLS=$PYPI_TOOLS is not a directory"; exit 2; }
+    PYPI_TOOLS=$(readlink -f "$PYPI_TOOLS")
 fi
 command -v systemd-nspawn >/dev/null || { log "systemd-nspawn missing: apt-get install systemd-container (or make deps)"; exit 2; }
 
@@ -102,6 +109,7 @@ setsid setpriv --pdeathsig TERM systemd-nspawn --quiet \
     --bind-ro="$SRC:/src" \
     ${ARTIFACTS:+--bind="$ARTIFACTS:/artifacts"} \
     ${BENCH_TOOLS:+--bind-ro="$BENCH_TOOLS"} \
+    ${PYPI_TOOLS:+--bind-ro="$PYPI_TOOLS"} \
     --console=passive \
     </dev/null >"$WORK/console.log" 2>&1 &
 NSPAWN_PID=$!
@@ -152,5 +160,6 @@ nsenter -t "$INIT_PID" -a \
     APPLIANCE_BOOTED_SYSTEMD=1 \
     ${ARTIFACTS:+APPLIANCE_ARTIFACTS=/artifacts} \
     ${BENCH_TOOLS:+APPLIANCE_BENCH_TOOLS="$BENCH_TOOLS"} \
+    ${PYPI_TOOLS:+APPLIANCE_PYPI_TOOLS="$PYPI_TOOLS"} \
     "$@" || rc=$?
 exit "$rc"

@@ -82,7 +82,7 @@ def test_defaults():
         header_timeout=15.0, max_connections_per_address=3000)
     assert c.auth == config.AuthConfig(
         pam_service="notebook-appliance", min_uid=1000, allowed_groups=(),
-        admin_group="notebook-admins", admin_users=(), admin_access=False,
+        admin_group="notebook-admins", admin_users=(), admin_access=False, sync_groups=(),
         manage_accounts=False, recheck_every=60.0, pam_threads=4, pam_queue=500,
         lookup_threads=2, max_failures=5, max_failures_per_address=50, lockout=60.0,
         lockout_max=900.0)
@@ -123,7 +123,8 @@ def test_full_file(tmp_path):
         max_connections_per_address=500)
     assert c.auth == config.AuthConfig(
         pam_service="login", min_uid=2000, allowed_groups=("students", "staff"),
-        admin_group="", admin_users=("alice",), admin_access=False, manage_accounts=True,
+        admin_group="", admin_users=("alice",), admin_access=False, sync_groups=(),
+        manage_accounts=True,
         recheck_every=60.0,
         pam_threads=8, pam_queue=0, lookup_threads=1, max_failures=3,
         max_failures_per_address=50, lockout=30.0, lockout_max=3600.0)
@@ -194,7 +195,7 @@ BAD = [
      "spawner.named_servers_limit: expected an integer from 0 to 100, got -1"),
     ("[hubb]\nport = 8000",
      "hubb: unknown section, expected one of: hub, auth, spawner, limits, culler, metrics, "
-     "proxy, profiles"),
+     "proxy, profiles, roles"),
     ("hub = 3", "hub: expected a table [hub], got 3"),
     ("[auth]\nallowed_groups = 'staff'",
      'auth.allowed_groups: expected a list of group names, got "staff"'),

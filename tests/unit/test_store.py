@@ -88,6 +88,9 @@ async def test_a_version_1_database_gains_the_profile_column_and_keeps_its_rows(
         assert {r.name: r.profile for r in await store.servers()} == {"": "", "lab": "large"}
         [old] = await store._run(store.list_tokens_sync, "alice")  # version 3: ids, expiry
         assert (old.id, old.note, old.expires) == (1, "old", None)
+        assert old.scopes == ("inherit",), "a token from before scopes lost its meaning"
+        assert await store.create_group("course", ["alice"])  # version 6: groups
+        assert [(g.name, g.users) for g in await store.groups()] == [("course", ("alice",))]
     finally:
         await store.close()
 
@@ -137,3 +140,31 @@ async def test_a_token_is_read_and_revoked_only_through_its_owner(store):
     assert digest == hash_secret(secret) and digest != secret
     assert await store.token_user(secret) is None
     assert await store.list_tokens("carol") == []
+
+
+async def test_groups_members_properties_and_a_removed_user_leaves_them(store):
+    for name in ("fay", "gus"):
+        await store.ensure_user(name, False)
+    assert await store.create_group("lab", ["fay"])
+    assert not await store.create_group("lab", ["gus"]), "made twice"
+    await store.set_group_members("lab", ["gus", "fay"], True)
+    await store.set_group_properties("lab", {"course": "101", "n": [1, 2]})
+    [lab] = await store.groups()
+    assert (lab.users, lab.properties) == (("fay", "gus"), {"course": "101", "n": [1, 2]})
+    await store.set_group_members("lab", ["fay"], False)
+    await store.remove_user("gus")
+    assert (await store.groups())[0].users == ()
+    assert await store.delete_group("lab") and not await store.delete_group("lab")
+    assert await store.groups() == []
+
+
+async def test_token_scopes_are_kept_and_use_is_the_owners_activity(store):
+    await store.ensure_user("hal", False)
+    secret, token = await store.issue_token("hal", "culler", scopes=("list:users",
+                                                                     "read:servers"))
+    assert token.scopes == ("list:users", "read:servers")
+    assert (await store.get_user("hal")).last_activity is None
+    assert (await store.use_token(secret)).scopes == token.scopes
+    assert (await store.get_user("hal")).last_activity is not None
+    await store.sync_admin("hal", True)
+    assert (await store.get_user("hal")).admin is True

@@ -1,0 +1,57 @@
+#!/bin/sh
+# Build (or reuse) the third-party tools the container tier tests against, from
+# PyPI, unmodified: a venv with jupyterhub-idle-culler. Cached by its pinned
+# versions and this script's hash, like tests/infra/rootfs.sh caches the rootfs.
+# Usage: tests/infra/pypi-tools.sh  -> prints the tools directory on stdout.
+#
+# Built on the host, not in the container: the host's pip is the one set up to
+# reach PyPI (its index, proxy and CA bundle); the container has no pip and may
+# not trust a proxy's certificate. tests/run binds the directory read-only at
+# the same path inside the container (APPLIANCE_PYPI_TOOLS, nspawn.sh), so:
+# - the venv is made with the host's Debian /usr/bin/python3: Debian 12's 3.11,
+#   the container's interpreter too, and the venv's python is a symlink to it;
+# - no --system-site-packages: the tool's dependencies (tornado, traitlets,
+#   python-dateutil, packaging) come from PyPI into the venv, so what runs
+#   never depends on which Debian packages the host has.
+set -eu
+
+IDLE_CULLER_VERSION=${IDLE_CULLER_VERSION:-2.0.0}
+CACHE=${APPLIANCE_TEST_CACHE:-/var/cache/notebook-appliance-tests}
+PYTHON=/usr/bin/python3
+# The script's own hash: a change to what it does is a new directory.
+SELF=$(sha256sum "$0" | cut -c1-8)
+DIR="$CACHE/pypi-tools-idle-culler-$IDLE_CULLER_VERSION-$SELF"
+log() { echo "pypi-tools: $*" >&2; }
+
+if [ -f "$DIR/.complete" ]; then
+    echo "$DIR"
+    exit 0
+fi
+
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || {
+    log "$PYTHON is not Python 3.11 (Debian 12's, as in the container)"; exit 2; }
+"$PYTHON" -c 'import ensurepip' 2>/dev/null || {
+    log "$PYTHON has no venv module: apt-get install python3-venv (or make deps)"; exit 2; }
+
+mkdir -p "$CACHE"
+# One builder at a time (flock(1)).
+exec 9>"$CACHE/.pypi-tools.lock"
+flock 9
+if [ -f "$DIR/.complete" ]; then
+    echo "$DIR"
+    exit 0
+fi
+rm -rf "$DIR"
+# Built in place: console scripts and pyvenv.cfg name the directory they were made in.
+log "venv with jupyterhub-idle-culler==$IDLE_CULLER_VERSION in $DIR"
+# Only PATH and HOME from the environment: no PYTHONPATH or pyenv shims leak into the
+# build; the host's pip configuration (/etc/pip.conf: its index and CA bundle) applies.
+env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="${HOME:-/root}" \
+    "$PYTHON" -m venv "$DIR/venv"
+env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="${HOME:-/root}" \
+    "$DIR/venv/bin/python" -m pip install -q --disable-pip-version-check \
+    "jupyterhub-idle-culler==$IDLE_CULLER_VERSION" >&2
+"$DIR/venv/bin/python" -m pip freeze --all --local > "$DIR/pip-freeze.txt"
+chmod -R a+rX "$DIR"
+touch "$DIR/.complete"
+echo "$DIR"
