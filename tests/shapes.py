@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlsplit
 
 #: Objects whose keys are names, not fields (a user's servers by server name, the proxy's
 #: routes by path, the services by name): their values are merged into one shape under "*".
@@ -177,9 +178,14 @@ def value_diffs(ours, theirs, maps: Iterable[str] = (), path: str = "") -> list[
 
 
 def _canonical(value):
-    """Lists compared as sorted (role and group names come in no documented order)."""
+    """Lists compared as sorted (role and group names come in no documented order); an
+    absolute URL (pagination's `next.url`) as its path and sorted query: each hub has its
+    own host and port."""
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return sorted(value)
+    if isinstance(value, str) and value.startswith(("http://", "https://")):
+        url = urlsplit(value)
+        return url.path, sorted(parse_qsl(url.query, keep_blank_values=True))
     return value
 
 

@@ -80,3 +80,13 @@ def test_values_fixed_by_the_state_are_compared_and_lists_paired_by_name():
     ]
     assert value_diffs({"roles": ["b", "a"]}, {"roles": ["a", "b"]}) == []
     assert value_diffs({"state": {"name": 1}}, {"state": {"name": 2}}) == []
+
+
+def test_absolute_urls_are_compared_without_their_host_and_query_order():
+    theirs = {"next": {"url": "http://127.0.0.1:8000/hub/api/users?limit=1&offset=1"}}
+    assert value_diffs({"next": {"url": "http://[::1]:81/hub/api/users?offset=1&limit=1"}},
+                       theirs) == []
+    assert value_diffs({"next": {"url": "http://127.0.0.1:8000/hub/api/users?offset=2"}},
+                       theirs) == ["value    next.url: JupyterHub 'http://127.0.0.1:8000/hub/"
+                                   "api/users?limit=1&offset=1', ours 'http://127.0.0.1:8000"
+                                   "/hub/api/users?offset=2'"]
