@@ -250,6 +250,11 @@ async def test_users_paginated(pair):
     await compare(pair, "GET", "/hub/api/users?limit=1", headers={"Accept": PAGINATION})
 
 
+async def test_server_model(pair):
+    # GET on a server's own resource: JupyterHub 6.0's addition.
+    await compare(pair, "GET", f"/hub/api/users/{pair.alice}/server")
+
+
 async def test_tokens_list(pair):
     await compare(pair, "GET", f"/hub/api/users/{pair.alice}/tokens")
 
@@ -262,6 +267,11 @@ async def test_token_by_id(pair):
     path = f"/hub/api/users/{pair.alice}/tokens/"
     assert_same(pair, f"GET {path}<id>", await fetch(pair.jupyterhub, "GET", path + their_id),
                 await fetch(pair.ours, "GET", path + our_id), 200)
+
+
+async def test_token_created(pair):
+    await compare(pair, "POST", f"/hub/api/users/{pair.alice}/tokens", status=201, who="alice",
+                  body={"note": "shapes test", "expires_in": 3600})
 
 
 async def test_groups(pair):
