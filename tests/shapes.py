@@ -140,6 +140,18 @@ def shape_diffs(ours: Shape, theirs: Shape, path: str = "") -> list[str]:
     return diffs
 
 
+def outline(shape: Shape, path: str = "") -> list[str]:
+    """Every place in a shape with its types, one line each ("servers.*.ready: boolean"):
+    what a client may rely on, to show where ours has nothing comparable."""
+    kinds = "|".join(sorted(shape.types)) or "nothing"
+    lines = [f"{path or '(body)'}: {kinds}"]
+    for key in sorted(shape.keys):
+        lines += outline(shape.keys[key], _join(path, key))
+    if shape.items is not None:
+        lines += outline(shape.items, path + "[]")
+    return lines
+
+
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 

@@ -1,6 +1,6 @@
 """The JSON shape comparison the JupyterHub comparison test relies on (tests/shapes.py)."""
 
-from tests.shapes import shape_diffs, shape_of, value_diffs
+from tests.shapes import outline, shape_diffs, shape_of, value_diffs
 
 USER = {"kind": "user", "name": "alice", "admin": False, "roles": ["user"], "groups": [],
         "server": "/user/alice/", "pending": None, "last_activity": "2026-12-03T10:00:00Z",
@@ -90,3 +90,10 @@ def test_absolute_urls_are_compared_without_their_host_and_query_order():
                        theirs) == ["value    next.url: JupyterHub 'http://127.0.0.1:8000/hub/"
                                    "api/users?limit=1&offset=1', ours 'http://127.0.0.1:8000"
                                    "/hub/api/users?offset=2'"]
+
+
+def test_outline_lists_every_place_with_its_types():
+    page = {"items": [{"name": "a", "servers": {}}], "_pagination": {"next": None}}
+    assert outline(shape_of(page)) == [
+        "(body): object", "_pagination: object", "_pagination.next: null", "items: array",
+        "items[]: object", "items[].name: string", "items[].servers: object"]
