@@ -37,13 +37,15 @@ def test_types_are_compared_with_integer_and_number_apart():
         "type     admin: JupyterHub boolean, ours integer"]
 
 
-def test_null_is_a_type_except_for_timestamps_set_on_use():
+def test_null_is_a_type_except_for_timestamps_set_on_use_and_error_messages():
     assert diffs({"server": None}, {"server": "/user/alice/"}) == [
         "type     server: JupyterHub string, ours null"]
     assert diffs({"last_activity": None}, {"last_activity": "2026-12-03T10:00:00Z"}) == []
     assert diffs({"last_activity": 5}, {"last_activity": None}) == []
     assert diffs({"last_activity": 5}, {"last_activity": "x"}) == [
         "type     last_activity: JupyterHub string, ours integer"]
+    assert diffs({"status": 404, "message": "No such page."},
+                 {"status": 404, "message": None}) == []
 
 
 def test_array_items_are_merged_and_an_empty_array_where_jupyterhub_has_items_is_named():
