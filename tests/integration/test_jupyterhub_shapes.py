@@ -254,6 +254,14 @@ async def test_users_list(pair):
     fail_on(await compare(pair, "GET", "/hub/api/users"))
 
 
+async def test_users_filtered(pair):
+    # What jupyterhub-idle-culler asks (state=ready), and the other documented filters: the
+    # names each answer holds are compared too.
+    fail_on(await compare(pair, "GET", "/hub/api/users?state=ready")
+            + await compare(pair, "GET", "/hub/api/users?state=inactive")
+            + await compare(pair, "GET", f"/hub/api/users?name_filter={pair.alice[:-1]}"))
+
+
 async def test_user_with_a_running_server(pair):
     fail_on(await compare(pair, "GET", f"/hub/api/users/{pair.alice}"))
 
