@@ -28,8 +28,10 @@ FREE_FORM = frozenset({"user_options", "state", "properties", "info", "auth_stat
 #: activity at different moments (JupyterHub's activity_resolution, last_activity_interval).
 #: message: an error's text; JupyterHub 6.1.1 sends null for an unknown route or a wrong
 #: method (its write_error takes the reason of a bare HTTPError, which has none) and a
-#: string for its other errors, so a string there is as good.
-NULL_MATCHES = frozenset({"last_activity", "message"})
+#: string for its other errors, so a string there is as good. user_options: documented as
+#: an object; JupyterHub 6.1.1 sends null for a stopped server started without options
+#: (the database's empty column) and {} for the same server running.
+NULL_MATCHES = frozenset({"last_activity", "message", "user_options"})
 #: Fields whose values are fixed by the state both hubs were given (the same users, the same
 #: server running, the same group) or by JupyterHub's documentation (kind, a token's
 #: always-empty roles, an error's status); lists among them are compared sorted.

@@ -46,6 +46,10 @@ def test_null_is_a_type_except_for_timestamps_set_on_use_and_error_messages():
         "type     last_activity: JupyterHub string, ours integer"]
     assert diffs({"status": 404, "message": "No such page."},
                  {"status": 404, "message": None}) == []
+    assert diffs({"user_options": {}}, {"user_options": None}) == []
+    assert diffs({"user_options": []}, {"user_options": None}) == []  # nothing to compare
+    assert diffs({"user_options": []}, {"user_options": {}}) == [
+        "type     user_options: JupyterHub object, ours array of nothing (empty)"]
 
 
 def test_array_items_are_merged_and_an_empty_array_where_jupyterhub_has_items_is_named():
