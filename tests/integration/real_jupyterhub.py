@@ -123,6 +123,7 @@ c.JupyterHub.services = {services!r}
 """
 
     def env(self) -> dict[str, str]:
+        """A clean environment: nothing of the test run's PYTHONPATH reaches JupyterHub."""
         return {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "HOME": str(self.workdir),
                 "PYTHONDONTWRITEBYTECODE": "1"}
 

@@ -49,6 +49,7 @@ class Side:
 
     label: str
     base: str
+    #: "admin" and "alice": tokens made by the hub's own `token` command.
     tokens: dict[str, str] = field(default_factory=dict)
     #: The answer to creating the group (in setup; the groups test judges it).
     group_created: Reply | None = None
@@ -56,6 +57,8 @@ class Side:
 
 @dataclass
 class Pair:
+    """The two hubs and the names of what both were given."""
+
     jupyterhub: Side
     ours: Side
     admin: str
@@ -142,12 +145,14 @@ async def compare(pair: Pair, method: str, path: str, status: int = 200, maps=()
 
 
 def os_user(name: str, groups: str = "") -> None:
+    """A throwaway OS account (no password: neither hub logs anyone in here)."""
     subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash",
                     *(["--groups", groups] if groups else []), name],
                    check=True, capture_output=True)
 
 
 def remove_os_user(name: str) -> None:
+    """Its processes killed, the account and its home removed; never raises."""
     subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)
     subprocess.run(["userdel", "--remove", "--force", name], capture_output=True)
 
