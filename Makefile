@@ -75,8 +75,9 @@ deps:
 	    openssh-client python3-pytest python3-pytest-aiohttp python3-aiohttp
 	# Only to validate vagrant/Vagrantfile: not its recommended libvirt stack.
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends vagrant
-	# make classroom's JupyterHub side (tests/bench/jupyterhub-tools.sh) and the tests' PyPI
-	# tools (tests/infra/pypi-tools.sh): venvs made with Debian's python3, and npm for
+	# The real JupyterHub that tests/run compares our REST API with and make classroom's
+	# JupyterHub side (tests/bench/jupyterhub-tools.sh), and the tests' PyPI tools
+	# (tests/infra/pypi-tools.sh): venvs made with Debian's python3, and npm for
 	# configurable-http-proxy (any npm on PATH will do).
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv
 	command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q npm
