@@ -32,6 +32,13 @@ FREE_FORM = frozenset({"user_options", "state", "properties", "info", "auth_stat
 #: an object; JupyterHub 6.1.1 sends null for a stopped server started without options
 #: (the database's empty column) and {} for the same server running.
 NULL_MATCHES = frozenset({"last_activity", "message", "user_options"})
+#: Fields of ours that JupyterHub does not have, each on purpose; JupyterHub's clients ignore
+#: fields they do not know. appliance: our version beside JupyterHub's API level (/hub/api/,
+#: /info). memory, memory_limit, cpu_percent: a server's live figures from its cgroup (the
+#: console, issue 7). stopped_reason, notice: why a server stopped and what happened to it,
+#: in words (the home page says them too).
+OUR_EXTRAS = frozenset({"appliance", "memory", "memory_limit", "cpu_percent", "stopped_reason",
+                        "notice"})
 #: Fields whose values are fixed by the state both hubs were given (the same users, the same
 #: server running, the same group) or by JupyterHub's documentation (kind, a token's
 #: always-empty roles, an error's status); lists among them are compared sorted.
@@ -128,7 +135,7 @@ def shape_diffs(ours: Shape, theirs: Shape, path: str = "") -> list[str]:
         for k in sorted(theirs.keys.keys() - ours.keys.keys()):
             what = "empty   " if k == "*" else "missing "  # "*": a map's entries
             diffs.append(f"{what} {_join(path, k)} (JupyterHub: {theirs.keys[k].describe()})")
-        for k in sorted(ours.keys.keys() - theirs.keys.keys()):
+        for k in sorted(ours.keys.keys() - theirs.keys.keys() - OUR_EXTRAS):
             what = "nonempty" if k == "*" else "extra   "
             diffs.append(f"{what} {_join(path, k)} (ours: {ours.keys[k].describe()})")
         for k in sorted(theirs.keys.keys() & ours.keys.keys()):

@@ -24,6 +24,7 @@ def setup(app: web.Application) -> None:
     .../servers/<server>."""
     r = app.router
     for path in ("/hub/api/users/{name}/server", "/hub/api/users/{name}/servers/{server}"):
+        r.add_get(path, get_server)
         r.add_post(path, start_server)
         r.add_delete(path, stop_server)
         r.add_get(path + "/progress", progress)
@@ -39,16 +40,27 @@ def api_path(server: Server) -> str:
 
 
 def server_model(server: Server, sampler=None) -> dict:
-    """One entry of a user's `servers`; with the cgroup sampler, its live memory, limit and
-    CPU too (extra fields: JupyterHub's clients ignore them)."""
+    """One entry of a user's `servers`, JupyterHub's fields; with the cgroup sampler, its live
+    memory, limit and CPU too, and why it stopped or what happened to it in words (extra
+    fields: JupyterHub's clients ignore them). `state` is for admin:server_state alone
+    (users.visible takes it out for others)."""
     live = cgroups.figures(sampler, server) if sampler is not None else {}
+    stopped = server.state == ServerState.STOPPED
     return {**live,
-        "name": server.name, "ready": server.ready, "pending": server.pending,
-        "url": server.url, "started": isoformat(server.started),
+        "name": server.name, "full_name": f"{server.user}/{server.name}",
+        # JupyterHub 6 names a server for people here; ours are named by their owners.
+        "display_name": server.name,
+        "ready": server.ready, "pending": server.pending,
+        "url": server.url,
+        # Absolute URLs need the public URL, which the hub does not know (JupyterHub: null
+        # without public_url too).
+        "full_url": None, "full_progress_url": None,
+        # A stopped server has no start time (JupyterHub clears it on stop).
+        "started": None if stopped else isoformat(server.started),
         "last_activity": isoformat(server.last_activity),
         "progress_url": api_path(server) + "/progress",
         "user_options": {"profile": server.profile.name} if server.profile else {},
-        "stopped": server.state == ServerState.STOPPED,
+        "stopped": stopped,
         "state": {"unit": server.unit}, "stopped_reason": server.message or None,
         "notice": server.notice or None,
     }
@@ -135,6 +147,22 @@ async def _stop(spawner, name: str, server: str, remove: bool, cause: Cause) -> 
     await spawner.stop(name, server, cause=cause)
     if remove:
         await spawner.remove(name, server)
+
+
+async def get_server(request: web.Request) -> web.Response:
+    """GET .../server[s/<server>]: the server's model (JupyterHub 6's server resource)."""
+    name, named = request.match_info["name"], server_name(request)
+    identity = await authorize(request, "read:servers", server=f"{name}/{named}")
+    spawner = request.app["spawner"]
+    server = spawner.find(name, named) if named else spawner.get(name)
+    if server is None:
+        raise NotFound(f"{name} has no server {named!r}",
+                       user_message=f"There is no server named {named!r}.")
+    model = server_model(server, spawner.sampler)
+    if not access.allows(identity, "admin:server_state", server=f"{name}/{named}",
+                         groups_of=request.app["groups"].of_user):
+        del model["state"]
+    return web.json_response(model)
 
 
 async def progress(request: web.Request) -> web.StreamResponse:

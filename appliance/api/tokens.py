@@ -45,6 +45,8 @@ def token_model(token: TokenRecord) -> dict:
         "scopes": list(token.scopes), "note": token.note,
         "created": isoformat(token.created), "last_activity": isoformat(token.last_used),
         "expires_at": isoformat(token.expires), "session_id": None,
+        # Every token here is the hub's own, as JupyterHub's API tokens are its client's.
+        "oauth_client": "JupyterHub",
     }
 
 
@@ -99,8 +101,8 @@ async def list_tokens(request: web.Request) -> web.Response:
     _, name = await authorize_user(request, "read:tokens")
     await user_record(request, name)
     tokens = await request.app["store"].list_tokens(name)
-    return web.json_response({"api_tokens": [token_model(t) for t in tokens],
-                              "oauth_tokens": []})
+    # JupyterHub 5 lists every token under api_tokens (its oauth_tokens list is gone).
+    return web.json_response({"api_tokens": [token_model(t) for t in tokens]})
 
 
 async def create_token(request: web.Request) -> web.Response:

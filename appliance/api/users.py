@@ -35,7 +35,7 @@ from appliance.userserver import Server, ServerState
 #: Which fields of a user model each scope shows (JupyterHub's user_model access_map).
 FIELDS_BY_SCOPE = {
     "read:users": {"kind", "name", "admin", "roles", "groups", "server", "pending", "created",
-                   "last_activity"},
+                   "last_activity", "user_info"},
     "read:users:name": {"kind", "name", "admin"},
     "read:users:groups": {"kind", "name", "groups"},
     "read:users:activity": {"kind", "name", "last_activity"},
@@ -82,6 +82,8 @@ def user_model(record: UserRecord, servers: list[Server], sampler=None, *,
             record.last_activity, *(s.last_activity for s in servers)]), default=None)),
         "servers": {s.name: server_model(s, sampler) for s in shown},
         "auth_state": None,
+        # What the authenticator knows of the person beyond the name: nothing for PAM.
+        "user_info": None,
     }
 
 
@@ -95,11 +97,19 @@ def visible(request: web.Request, identity: Identity, model: dict) -> dict:
             keys |= fields
     shown = {k: v for k, v in model.items() if k in keys}
     if shown and "servers" in model:
-        servers = {n: s for n, s in model["servers"].items() if access.allows(
-            identity, "read:servers", server=f"{name}/{n}", groups_of=groups_of)}
+        servers = {n: without_state(s, identity, f"{name}/{n}", groups_of)
+                   for n, s in model["servers"].items() if access.allows(
+                       identity, "read:servers", server=f"{name}/{n}", groups_of=groups_of)}
         if "servers" in keys or servers:
             shown["servers"] = servers
     return shown
+
+
+def without_state(model: dict, identity: Identity, server: str, groups_of) -> dict:
+    """A server model without `state` unless the caller holds admin:server_state on it."""
+    if access.allows(identity, "admin:server_state", server=server, groups_of=groups_of):
+        return model
+    return {k: v for k, v in model.items() if k != "state"}
 
 
 def servers_of(request: web.Request, name: str) -> list[Server]:

@@ -314,32 +314,6 @@ async def test_groups(pair):
             + await compare(pair, "GET", path))
 
 
-async def test_services(pair, tmp_path):
-    """Ours with the same external service in its config: a second hub, as the one shared
-    by the other tests must start whatever our config accepts."""
-    extra = f'[services.{SERVICE}]\napi_token = "{secrets.token_hex(32)}"\n'
-    ours = OurHub(tmp_path, pair.admins, extra_toml=extra)
-    side = Side("ours", ours.base)
-    requests = (("/hub/api/services", {""}), (f"/hub/api/services/{SERVICE}", ()))
-    lines = []
-    try:
-        await asyncio.to_thread(ours.start)
-        side.tokens["admin"] = await asyncio.to_thread(ours.token, pair.admin)
-        for path, maps in requests:
-            theirs, mine = await fetch(pair.jupyterhub, "GET", path), await fetch(side, "GET",
-                                                                                   path)
-            lines += report(pair, f"GET {path}", theirs, mine, 200, maps)
-    except RuntimeError as e:  # our hub would not start with the service in its config
-        lines.append(str(e))
-        for path, maps in requests:  # what there is to build
-            theirs = await fetch(pair.jupyterhub, "GET", path)
-            lines += [f"JupyterHub's answer to GET {path}, for reference:",
-                      *(f"    {line}" for line in outline(shape_of(theirs.body, maps)))]
-    finally:
-        await asyncio.to_thread(ours.stop, side.tokens.get("admin", ""), [])
-    fail_on(lines)
-
-
 async def test_proxy(pair):
     fail_on(await compare(pair, "GET", "/hub/api/proxy", maps={""}))
 

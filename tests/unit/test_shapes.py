@@ -21,12 +21,12 @@ def test_the_same_shape_with_other_values_is_no_difference():
 
 def test_missing_and_extra_keys_are_named_with_their_path():
     ours = {**USER, "servers": {"": {k: v for k, v in USER["servers"][""].items()
-                                     if k != "started"} | {"memory": 5}}}
+                                     if k != "started"} | {"gpu": 5, "memory": 5}}}
     del ours["roles"]
     assert diffs(ours, USER) == [
         "missing  roles (JupyterHub: array of string)",
         "missing  servers.*.started (JupyterHub: string)",
-        "extra    servers.*.memory (ours: integer)",
+        "extra    servers.*.gpu (ours: integer)",  # memory: one of OUR_EXTRAS, declared
     ]
 
 
