@@ -10,6 +10,7 @@ auth.admin_access: the token would open it). A new token has the scopes asked fo
 
 import math
 import re
+import time
 
 from aiohttp import web
 
@@ -101,8 +102,11 @@ async def list_tokens(request: web.Request) -> web.Response:
     _, name = await authorize_user(request, "read:tokens")
     await user_record(request, name)
     tokens = await request.app["store"].list_tokens(name)
-    # JupyterHub 5 lists every token under api_tokens (its oauth_tokens list is gone).
-    return web.json_response({"api_tokens": [token_model(t) for t in tokens]})
+    now = time.time()
+    # JupyterHub 5 lists every token under api_tokens (its oauth_tokens list is gone), and
+    # leaves expired ones out (the token page still shows them ending, in words).
+    return web.json_response({"api_tokens": [token_model(t) for t in tokens
+                                             if t.expires is None or t.expires > now]})
 
 
 async def create_token(request: web.Request) -> web.Response:

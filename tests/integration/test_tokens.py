@@ -233,6 +233,9 @@ async def test_the_page_says_expired_in_words(start_hub, make_user):
         async with a.request("GET", "/hub/token") as r:
             page = await r.text()
         assert '<td class="expires">expired</td>' in page and 'class="token expired"' in page
+        # The API leaves it out, as JupyterHub does.
+        async with a.request("GET", f"/hub/api/users/{alice.name}/tokens") as r:
+            assert [t["note"] for t in (await r.json())["api_tokens"]] == []
 
 
 async def test_the_secret_never_reaches_the_database_files(start_hub, hub_config, make_user):
