@@ -481,18 +481,28 @@ def _table(data: dict[str, Any], name: str, src: str) -> dict[str, Any]:
     return table
 
 
-def _profiles(tables: dict[str, Any], src: str) -> tuple[tuple[str, ProfileConfig], ...]:
-    """Every [profiles.<name>] table; names must be plain, at most one the default."""
-    profiles = []
+def _named_tables(tables: dict[str, Any], prefix: str, cls: type, src: str,
+                  name_problem: Callable[[str], str]) -> list[tuple[str, Any]]:
+    """Every [<prefix>.<name>] table parsed into cls, in file order; ConfigError naming the
+    key for a name name_problem() refuses (its words) or a value that is not a table."""
+    parsed = []
     for name, table in tables.items():
-        dotted = f"profiles.{_toml_key(name)}"
-        if not _PROFILE_NAME.fullmatch(name):
-            raise ConfigError(f"{src}: {dotted}: expected a name of letters, digits, - and _ "
-                              "(up to 32, starting with a letter or digit)")
+        dotted = f"{prefix}.{_toml_key(name)}"
+        if problem := name_problem(name):
+            raise ConfigError(f"{src}: {dotted}: {problem}")
         if not isinstance(table, dict):
             raise ConfigError(f"{src}: {dotted}: expected a table [{dotted}], got "
                               f"{_toml(table)}")
-        profiles.append((name, _section(ProfileConfig, dotted, table, src)))
+        parsed.append((name, _section(cls, dotted, table, src)))
+    return parsed
+
+
+def _profiles(tables: dict[str, Any], src: str) -> tuple[tuple[str, ProfileConfig], ...]:
+    """Every [profiles.<name>] table; names must be plain, at most one the default."""
+    profiles = _named_tables(tables, "profiles", ProfileConfig, src, lambda name: "" if
+                             _PROFILE_NAME.fullmatch(name) else
+                             "expected a name of letters, digits, - and _ (up to 32, starting "
+                             "with a letter or digit)")
     defaults = [name for name, p in profiles if p.default]
     if len(defaults) > 1:
         raise ConfigError(f"{src}: profiles.{defaults[1]}.default: expected only one profile "
@@ -500,22 +510,20 @@ def _profiles(tables: dict[str, Any], src: str) -> tuple[tuple[str, ProfileConfi
     return tuple(profiles)
 
 
+def _role_name_problem(name: str) -> str:
+    """Why name cannot name a [roles.<name>] table ("" if it can)."""
+    if not _ROLE_NAME.fullmatch(name):
+        return ("expected a role name of 3-255 lower-case letters, digits and -_~. starting "
+                "with a letter")
+    if name in _BUILTIN_ROLES:
+        return (f"expected a new role's name, got the built-in role {name!r} (built in: "
+                f"{', '.join(_BUILTIN_ROLES)})")
+    return ""
+
+
 def _roles(tables: dict[str, Any], src: str) -> tuple[tuple[str, RoleConfig], ...]:
     """Every [roles.<name>] table; JupyterHub's role names, none of the built-in ones."""
-    roles = []
-    for name, table in tables.items():
-        dotted = f"roles.{_toml_key(name)}"
-        if not _ROLE_NAME.fullmatch(name):
-            raise ConfigError(f"{src}: {dotted}: expected a role name of 3-255 lower-case "
-                              "letters, digits and -_~. starting with a letter")
-        if name in _BUILTIN_ROLES:
-            raise ConfigError(f"{src}: {dotted}: expected a new role's name, got the built-in "
-                              f"role {name!r} (built in: {', '.join(_BUILTIN_ROLES)})")
-        if not isinstance(table, dict):
-            raise ConfigError(f"{src}: {dotted}: expected a table [{dotted}], got "
-                              f"{_toml(table)}")
-        roles.append((name, _section(RoleConfig, dotted, table, src)))
-    return tuple(roles)
+    return tuple(_named_tables(tables, "roles", RoleConfig, src, _role_name_problem))
 
 
 def _section(cls: type, name: str, table: dict[str, Any], src: str) -> Any:
