@@ -1,14 +1,14 @@
 """How much memory the users' servers may have together, and how much they use now.
 
 The cap is the servers' slice's MemoryMax (systemd.resource-control(5); the shipped slice says
-80 % of RAM); where the slice sets none, the machine's RAM less a reserve for the OS and the hub
+90 % of RAM); where the slice sets none, the machine's RAM less a reserve for the OS and the hub
 (psutil, the one psutil importer), so a class never pushes the whole machine into its OOM
 killer.
 Use is what the slice's cgroup holds less its page cache (memory.current - file + shmem:
 cgroup-v2.rst; a class that read /srv/data leaves cache charged to the slice that the kernel
 drops only under pressure, and admission must not wait for pressure it prevents), or the
 machine's used memory where cgroup accounting cannot be read (a container with read-only
-cgroup v1 controllers).
+cgroup v1 controllers), of which the queue counts what it grew by since no server ran.
 """
 
 import asyncio
@@ -47,7 +47,9 @@ async def slice_memory(systemd: Systemd, slice_name: str, count_limits: bool) ->
     if count_limits:
         return Memory(cap)
     current = await asyncio.get_running_loop().run_in_executor(None, cgroup_use, cgroup)
-    return Memory(cap, host.total - host.available if current is None else current)
+    if current is None:
+        return Memory(cap, host.total - host.available, machine_wide=True)
+    return Memory(cap, current)
 
 
 def cgroup_use(cgroup: str) -> int | None:

@@ -34,6 +34,8 @@ class Profile:
     default_url: str
     #: debugpy loads in the server and its kernels (JupyterLab's debugger panel).
     debugger: bool = False
+    #: jedi loads in its kernels (IPython's type-inferring completion).
+    jedi: bool = False
     groups: tuple[str, ...] = ()
     default: bool = False
 
@@ -62,7 +64,7 @@ def load(cfg: Config, which: Which | None = None) -> tuple[Profile, ...]:
     if not cfg.profiles:
         implicit = ProfileConfig(description="", memory=None, cpu=None, tasks=None,
                                  command=None, environment=(), default_url=None,
-                                 debugger=None, groups=(), default=True)
+                                 debugger=None, jedi=None, groups=(), default=True)
         return (_resolve(IMPLICIT, implicit, cfg, which, f"{where}: spawner.command"),)
     return tuple(_resolve(name, p, cfg, which, f"{where}: profiles.{name}.command"
                           if p.command else f"{where}: spawner.command")
@@ -82,6 +84,7 @@ def _resolve(name: str, p: ProfileConfig, cfg: Config, which: Which,
                                   **dict(p.environment)}.items())),
         default_url=p.default_url or spawner.default_url,
         debugger=spawner.debugger if p.debugger is None else p.debugger,
+        jedi=spawner.jedi if p.jedi is None else p.jedi,
         groups=p.groups, default=p.default)
 
 

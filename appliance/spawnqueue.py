@@ -4,9 +4,12 @@ At most `slots` servers launch at once (a launch is CPU-bound: more at once only
 one of them slower); the rest wait in arrival order and are told their place. A start also
 waits while the memory the servers hold, plus its own limit, would pass the cap (the servers'
 slice's MemoryMax): by default what running servers use now ("usage"), or their limits
-("limits"); servers still starting count at their limits either way. When memory frees up,
-waiting starts go in order. A start that could never fit fails at once. Nobody is refused for
-being the 101st.
+("limits"). In "usage", servers started since the last reading (their use is not in it yet)
+count at what a running server has been seen to use, at most their limit: a classroom's
+servers are alike, and counting each of the last starters of a burst at a full limit held a
+tenth of a 220-student class back on a machine that had room for all of them. When memory
+frees up, waiting starts go in order. A start that could never fit fails at once. Nobody is
+refused for being the 101st.
 """
 
 import asyncio
@@ -39,10 +42,13 @@ class Memory:
     """What the servers may use together, and what the running ones use now (bytes).
 
     cap None: no cap. in_use None: count each running server at its limit instead.
+    machine_wide: in_use is the whole machine's (the OS and the hub too), where the servers'
+    own cannot be read; the queue then counts only what it grew by since no server ran.
     """
 
     cap: int | None
     in_use: int | None = None
+    machine_wide: bool = False
 
 
 #: Reads the memory picture afresh (capacity.py: the slice's MemoryMax and MemoryCurrent).
@@ -78,6 +84,10 @@ class SpawnQueue:
         self.reserved: dict[str, int] = {}
         self._last_start: dict[str, float] = {}
         self._launch_seconds = FIRST_GUESS_SECONDS
+        #: What one running server was seen to use at the last reading (bytes), if known.
+        self._per_server: int | None = None
+        #: The machine's use at the last reading with no server, for machine_wide pictures.
+        self._without_servers = 0
 
     @property
     def waiting(self) -> int:
@@ -157,19 +167,36 @@ class SpawnQueue:
             self._tell(ticket, position)
 
     def held(self) -> int:
-        """Memory counted as taken: running servers (their use, or their limits) and the
-        limits of those still starting or admitted since the last reading (their use has not
-        grown yet, or was not seen)."""
+        """Memory counted as taken: running servers (their use, or their limits) and those
+        still starting or admitted since the last reading (their use has not grown yet, or was
+        not seen), each at what a running server uses, at most its limit."""
         if self._memory.in_use is None:
             return sum(self.reserved.values())
         unseen = self._launching | self._since_reading
-        return self._memory.in_use + sum(self.reserved.get(k, 0) for k in unseen)
+        return self._servers_use() + sum(self._expected(k) for k in unseen)
+
+    def _servers_use(self) -> int:
+        """What the running servers use, from the last reading."""
+        in_use = self._memory.in_use or 0
+        return max(0, in_use - self._without_servers) if self._memory.machine_wide else in_use
+
+    def _expected(self, key: str) -> int:
+        """What a server not in the last reading will use: what the others use, at most its
+        limit (its limit until one has been seen)."""
+        limit = self.reserved.get(key, 0)
+        return limit if self._per_server is None else min(limit, self._per_server)
 
     async def _read(self) -> None:
         """Read the memory picture afresh; servers still starting are not fully in it."""
         unseen = set(self._launching)
-        self._memory = await self._read_memory()
+        held_before = set(self.reserved)
+        self._memory = memory = await self._read_memory()
+        if memory.machine_wide and not held_before and not self.reserved:
+            self._without_servers = memory.in_use or 0
         self._since_reading = unseen | (self._since_reading & self._launching)
+        seen = len(held_before - unseen)
+        if memory.in_use is not None and seen:
+            self._per_server = self._servers_use() // seen
 
     def _fits(self, memory: int) -> bool:
         """True if memory more fits under the cap beside what is held."""

@@ -23,11 +23,15 @@ SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 KERNEL_RUNTIME_DIR = "/tmp/jupyter-runtime"
 #: Servers' nice(2) value: the hub (0) and the system are scheduled first when CPUs are busy.
 SERVER_NICE = 5
-#: On PYTHONPATH when a profile has no debugger: a debugpy that cannot be imported.
-#: ipykernel 6 imports debugpy (and through it pydevd and pkg_resources) in the kernel and, to
-#: write the kernelspec's metadata, in the notebook server too: about 10 MiB and 0.1 s of CPU
-#: in each, for a debugger panel only JupyterLab has. ipykernel falls back on ImportError.
-WITHOUT_DEBUGGER = Path(__file__).with_name("without_debugger")
+#: Directories of modules that cannot be imported, put on a server's PYTHONPATH so Jupyter
+#: takes the path it takes where they are not installed (each stand-in's docstring says what
+#: it saves and what is lost):
+#: - debugpy, unless the profile has `debugger`: ipykernel 6 imports it (and through it pydevd
+#:   and pkg_resources) in the kernel and, to write the kernelspec's metadata, in the notebook
+#:   server too: about 10 MiB and 0.1 s of CPU in each, for a panel only JupyterLab has;
+#: - jedi, unless the profile has `jedi`: IPython completes on its own without it;
+#: - gi, always: send2trash trashes files without GLib just as well.
+STANDINS = Path(__file__).with_name("standins")
 #: What a URL path segment keeps unquoted (RFC 3986 pchar): the proxy's normalised paths and
 #: servers' base URLs quote alike, so they match.
 SEGMENT_SAFE = ":@!$&'()*+,;=-._~"
@@ -130,10 +134,15 @@ def environment(profile: Profile, owner: Owner, paths: ServerPaths, url: str,
         # switch; Python 3.12 has no distutils of its own, so there it is left alone).
         env["SETUPTOOLS_USE_DISTUTILS"] = "stdlib"
     env.update(dict(profile.environment))
-    if not profile.debugger:
-        env["PYTHONPATH"] = ":".join(filter(None, (str(WITHOUT_DEBUGGER),
-                                                   env.get("PYTHONPATH"))))
+    env["PYTHONPATH"] = ":".join([*map(str, standins(profile)),
+                                  *filter(None, [env.get("PYTHONPATH")])])
     return [f"{k}={v}" for k, v in env.items()]
+
+
+def standins(profile: Profile) -> list[Path]:
+    """The stand-in directories (STANDINS) a server of this profile runs with."""
+    left_out = ["gi"] + ["debugpy"] * (not profile.debugger) + ["jedi"] * (not profile.jedi)
+    return [STANDINS / name for name in left_out]
 
 
 def limit_properties(profile: Profile) -> list[Property]:

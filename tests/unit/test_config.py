@@ -53,6 +53,7 @@ default_url = "/lab"
 shared_paths = ["/srv/data", "/srv/scratch"]
 environment = { LANG = "C.UTF-8", PIP_INDEX_URL = "http://mirror/simple" }
 debugger = true
+jedi = true
 
 [limits]
 memory = "1.5G"
@@ -92,7 +93,7 @@ def test_defaults():
         restart_cooldown=2.0,
         slice="notebook-appliance.slice", hardening=True,
         ip_address_deny=("169.254.0.0/16", "fe80::/10"), tmp_size=1024**3, default_url="/tree",
-        shared_paths=(Path("/srv/data"),), environment=(), debugger=False)
+        shared_paths=(Path("/srv/data"),), environment=(), debugger=False, jedi=False)
     assert c.limits == config.LimitsConfig(memory=1024**3, cpu=1.0, tasks=512)
     assert c.proxy == config.ProxyConfig(max_message_size=64 * 1024**2,
                                          upstream_connections=256)
@@ -136,7 +137,7 @@ def test_full_file(tmp_path):
         ip_address_deny=("169.254.0.0/16", "fe80::/10"), tmp_size=1024**3, default_url="/lab",
         shared_paths=(Path("/srv/data"), Path("/srv/scratch")),
         environment=(("LANG", "C.UTF-8"), ("PIP_INDEX_URL", "http://mirror/simple")),
-        debugger=True)
+        debugger=True, jedi=True)
     assert c.limits == config.LimitsConfig(memory=3 * 512 * 1024**2, cpu=2.0, tasks=1024)
     assert c.proxy == config.ProxyConfig(max_message_size=16 * 1024**2, upstream_connections=64)
     assert dict(c.spawner.environment)["LANG"] == "C.UTF-8"
@@ -185,7 +186,7 @@ BAD = [
      'profiles.big.memory: expected a size like "2G", got "lots"'),
     ("[profiles.big]\nsize = 3",
      "profiles.big.size: unknown key, expected one of: description, memory, cpu, tasks, "
-     "command, environment, default_url, debugger, groups, default"),
+     "command, environment, default_url, debugger, jedi, groups, default"),
     ("[profiles.\"a b\"]\ncpu = 1",
      'profiles."a b": expected a name of letters, digits, - and _ (up to 32, starting with '
      "a letter or digit)"),

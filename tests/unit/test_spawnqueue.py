@@ -120,3 +120,55 @@ async def test_usage_mode_counts_starts_admitted_since_the_last_reading():
     # 1 GiB used at the reading + a, b, c at their limits: d (1 GiB more) must wait.
     assert [k for k in "abcd" if tasks[k].done()] == ["a", "b", "c"]
     queue.close()
+
+
+class Classroom:
+    """Servers that each use `each` once launched, on a machine that uses `base` besides."""
+
+    def __init__(self, cap, each, base=0, machine_wide=False):
+        self.cap, self.each, self.base, self.machine_wide = cap, each, base, machine_wide
+        self.running = 0
+
+    async def __call__(self) -> Memory:
+        return Memory(self.cap, self.base + self.running * self.each, self.machine_wide)
+
+
+async def burst(queue: SpawnQueue, picture: Classroom, count: int) -> list[str]:
+    """count starts at once, each launched as soon as admitted; who got in."""
+    keys = [f"s{i}" for i in range(count)]
+    tasks, _ = await enter_all(queue, keys)
+    for _ in range(200):
+        for k in keys:
+            if tasks[k].done() and k in queue._launching:
+                picture.running += 1
+                queue.launched(k)
+        await asyncio.sleep(0.002)
+    for task in tasks.values():
+        task.cancel()
+    queue.close()
+    return [k for k in keys if tasks[k].done() and not tasks[k].cancelled()]
+
+
+@pytest.mark.parametrize("machine_wide", [False, True])
+async def test_a_class_of_small_servers_fills_the_memory_not_a_tenth_of_it(
+        monkeypatch, machine_wide):
+    """1 GiB limits, 100 MiB used each, a 4 GiB cap: about 30 start, not 3; where only the
+    whole machine's use is known, the 2 GiB it used before any server ran are not theirs."""
+    monkeypatch.setattr(spawnqueue, "MEMORY_POLL_SECONDS", 0.001)
+    base = 2 * GIB if machine_wide else 0
+    picture = Classroom(4 * GIB, 100 * 2**20, base, machine_wide)
+    admitted = await burst(SpawnQueue(4, picture), picture, 40)
+    # Each new start still needs its full limit free: (4 GiB - 1 GiB) / 100 MiB = 30.
+    assert 28 <= len(admitted) <= 31, len(admitted)
+    assert picture.running * picture.each + GIB <= 4 * GIB + 4 * picture.each
+
+
+async def test_a_whole_machine_reading_with_servers_already_running_counts_all_of_it(
+        monkeypatch):
+    """Adopted servers at start-up: no reading without servers, so the whole machine counts."""
+    monkeypatch.setattr(spawnqueue, "MEMORY_POLL_SECONDS", 0.001)
+    picture = Classroom(4 * GIB, 100 * 2**20, 2 * GIB, machine_wide=True)
+    queue = SpawnQueue(4, picture)
+    queue.reserve("adopted", GIB)
+    admitted = await burst(queue, picture, 40)
+    assert len(admitted) <= 11, len(admitted)  # the 11th when (4 - 2 - 1 GiB) / 100 MiB ran

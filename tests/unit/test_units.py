@@ -151,33 +151,58 @@ def test_exit_reasons_are_plain_words():
     assert exit_reason("success", 0, gib) == "Your server stopped."
 
 
-def test_servers_run_without_the_debugger_unless_a_profile_asks(tmp_path):
+def test_servers_run_without_debugpy_and_jedi_unless_a_profile_asks(tmp_path):
     path = tmp_path / "a.toml"
     path.write_text('[profiles.notebook]\ndefault = true\n'
-                    '[profiles.lab]\ndebugger = true\n'
+                    '[profiles.lab]\ndebugger = true\njedi = true\n'
                     '[profiles.own]\nenvironment = { PYTHONPATH = "/opt/course" }\n')
     cfg = config.load(path)
     notebook, lab, own = profiles.load(cfg, which=as_given)
     env = [dict(e.split("=", 1) for e in props(cfg, p)["Environment"][1])
            for p in (notebook, lab, own)]
-    assert env[0]["PYTHONPATH"] == str(units.WITHOUT_DEBUGGER)
-    assert "PYTHONPATH" not in env[1]
-    assert env[2]["PYTHONPATH"] == f"{units.WITHOUT_DEBUGGER}:/opt/course"
+    lean = ":".join(str(units.STANDINS / m) for m in ("gi", "debugpy", "jedi"))
+    assert env[0]["PYTHONPATH"] == lean
+    assert env[1]["PYTHONPATH"] == str(units.STANDINS / "gi")
+    assert env[2]["PYTHONPATH"] == f"{lean}:/opt/course"
+
+
+def run_with_standins(code: str, *names: str):
+    """code in a fresh Python with the named stand-ins on its path."""
+    import subprocess
+    import sys
+    path = ":".join(str(units.STANDINS / n) for n in names)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={"PYTHONPATH": path})
 
 
 def test_without_the_debugger_ipykernel_runs_as_where_debugpy_is_missing():
     """The stand-in makes ipykernel take its own no-debugpy path (checked with the real one)."""
-    import subprocess
-    import sys
     pytest.importorskip("ipykernel")
-    code = ("import ipykernel.debugger as d, sys; "
-            "print(d._is_debugpy_available, 'pydevd' in ' '.join(sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={"PYTHONPATH": str(units.WITHOUT_DEBUGGER)}, check=True)
-    assert out.stdout.split() == ["False", "False"]
-    failed = subprocess.run([sys.executable, "-c", "import debugpy"], capture_output=True,
-                            text=True, env={"PYTHONPATH": str(units.WITHOUT_DEBUGGER)})
-    assert "spawner.debugger" in failed.stderr
+    out = run_with_standins("import ipykernel.debugger as d, sys; "
+                            "print(d._is_debugpy_available, 'pydevd' in ' '.join(sys.modules))",
+                            "debugpy")
+    assert out.stdout.split() == ["False", "False"], out.stderr
+    assert "spawner.debugger" in run_with_standins("import debugpy", "debugpy").stderr
+
+
+def test_without_jedi_ipython_still_completes_names_and_attributes():
+    """IPython's own completer takes over (checked with the real IPython)."""
+    pytest.importorskip("IPython")
+    code = ("from IPython.core import completer as c; import os, sys; "
+            "ip = c.IPCompleter(namespace={'os': os}); "
+            "print(c.JEDI_INSTALLED, 'jedi' in sys.modules, "
+            "'os.path' in ip.complete('os.pa')[1], 'os' in ip.complete('o')[1])")
+    out = run_with_standins(code, "jedi")
+    assert out.stdout.split() == ["False", "False", "True", "True"], out.stderr
+    assert "spawner.jedi" in run_with_standins("import jedi", "jedi").stderr
+
+
+def test_without_gi_send2trash_uses_its_own_trash(tmp_path):
+    """send2trash's documented fallback, the freedesktop.org trash in Python (the real one)."""
+    pytest.importorskip("send2trash")
+    out = run_with_standins("import send2trash, sys; print(send2trash.send2trash.__module__, "
+                            "'gi' in sys.modules)", "gi")
+    assert out.stdout.split() == ["send2trash.plat_other", "False"], out.stderr
 
 
 def test_kernels_use_unix_sockets_in_the_units_own_tmp(tmp_path):
