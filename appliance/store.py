@@ -118,8 +118,8 @@ _MIGRATIONS = (
     INSERT INTO tokens_v7(id, hash, user, note, created, last_used, expires, scopes)
         SELECT id, hash, user, note, created, last_used, expires, scopes FROM tokens;
     DELETE FROM sqlite_sequence WHERE name='tokens_v7';
-    INSERT INTO sqlite_sequence(name, seq) SELECT 'tokens_v7', seq FROM sqlite_sequence
-        WHERE name='tokens';
+    INSERT INTO sqlite_sequence(name, seq) SELECT 'tokens_v7', seq FROM
+        (SELECT MAX(seq) AS seq FROM sqlite_sequence WHERE name='tokens') WHERE seq IS NOT NULL;
     DROP TABLE tokens;
     ALTER TABLE tokens_v7 RENAME TO tokens;
     CREATE INDEX tokens_service ON tokens(service);

@@ -135,6 +135,8 @@ async def start_hub(hub_config):
         server = TestServer(build_app(cfg or hub_config()), host="127.0.0.1")
         await server.start_server()
         servers.append(server)
+        # As serve() does once it listens: services are told where the hub's API is.
+        await server.app["services"].start_all(str(server.make_url("/hub/api")))
         return server
 
     yield _start
@@ -148,6 +150,7 @@ async def stop_units(server: TestServer) -> None:
     spawner = server.app.get("spawner")
     if spawner is None or spawner.systemd._bus is None:
         return
+    await server.app["services"].stop_all()
     for s in list(spawner.servers.values()):
         if s.state in ("starting", "running"):
             await spawner.stop(s.user, s.name)
