@@ -108,7 +108,8 @@ def runtime_dir():
 def hub_config(tmp_path, pam_service, runtime_dir):
     """Factory: write an appliance.toml with per-section overrides and load it as the hub does."""
 
-    def _config(**overrides: dict) -> config.Config:
+    def _config(extra_toml: str = "", **overrides: dict) -> config.Config:
+        """extra_toml: tables written as they are (e.g. [services.<name>] and [roles.*])."""
         sections = {
             "hub": {"listen": "127.0.0.1", "state_dir": str(tmp_path / "state"),
                     "runtime_dir": str(runtime_dir)},
@@ -120,7 +121,8 @@ def hub_config(tmp_path, pam_service, runtime_dir):
         path = tmp_path / "appliance.toml"
         path.write_text("".join(
             f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items())
-            for name, table in sections.items()))
+            for name, table in sections.items()) + extra_toml)
+        path.chmod(0o600)  # as a sysadmin keeps a file with a service's api_token
         return config.load(path)
 
     return _config
