@@ -25,7 +25,5 @@ async def handle_service_request(request: web.Request) -> web.StreamResponse:
     upstream = request.app["services"].upstream(name, request.app["config"].proxy)
     if upstream is None:
         raise NotFound(f"no web service {name!r}", user_message="There is no such service.")
-    if path == prefix(name)[:-1]:
-        raise web.HTTPFound(prefix(name))
     return await relay(request, upstream, path, hub_cookies=HUB_COOKIES,
                        websockets=request.app["websockets"], prefix=prefix(name))

@@ -22,6 +22,9 @@ from appliance.upstream import Upstream
 
 log = logging.getLogger(__name__)
 
+#: Tries (0.2 s apart) to start a unit whose stopped predecessor is still loaded.
+UNIT_EXISTS_TRIES = 25
+
 
 class Services:
     """The configured services of one hub."""
@@ -81,9 +84,21 @@ class Services:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, write_token, self.token_file(name), token)
         await self.store.replace_service_token(name, token, "managed service, made at start")
-        await self.systemd.reset_failed(unit)
-        await self.systemd.start_transient(unit, props)
+        await self._start(unit, props)
         log.info("service=%s started as %s", name, unit)
+
+    async def _start(self, unit: str, props: list) -> None:
+        """StartTransientUnit; a unit just stopped may still be loaded for a moment (its
+        name taken: UnitExists), so that is waited out."""
+        for attempt in range(UNIT_EXISTS_TRIES):
+            await self.systemd.reset_failed(unit)
+            try:
+                await self.systemd.start_transient(unit, props)
+                return
+            except SystemdError as e:
+                if not e.dbus_name.endswith(".UnitExists") or attempt + 1 == UNIT_EXISTS_TRIES:
+                    raise
+            await asyncio.sleep(0.2)
 
     async def stop_all(self) -> None:
         """Stop every managed service's unit (a hub that is being removed; the tests)."""
