@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from appliance.config import ServiceConfig
-from appliance.systemd import Property, escape_unit_part
+from appliance.systemd import Property
 
 #: Every service's unit starts with this (the hub finds the ones it started by it).
 UNIT_PREFIX = "notebook-appliance-service-"
@@ -37,8 +37,10 @@ STOP_SECONDS = 30
 
 
 def unit_name(name: str) -> str:
-    """notebook-appliance-service-<name>.service."""
-    return f"{UNIT_PREFIX}{escape_unit_part(name)}.service"
+    """notebook-appliance-service-<name>.service: a service's name (letters, digits, ".",
+    "-", "_": config.py) is valid in a unit's name as it is, and "-" means nothing in a
+    service's name (only in a slice's), so it is not escaped."""
+    return f"{UNIT_PREFIX}{name}.service"
 
 
 def prefix(name: str) -> str:

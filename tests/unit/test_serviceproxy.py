@@ -22,7 +22,7 @@ async def _echo(request: web.Request) -> web.Response:
 async def service(aiohttp_server):
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", _echo)
-    return await aiohttp_server(app, host="127.0.0.1")
+    return await aiohttp_server(app)
 
 
 @pytest.fixture
