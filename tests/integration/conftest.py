@@ -133,8 +133,9 @@ async def start_hub(hub_config):
     """Factory: start a real hub (aiohttp server on loopback); stopped at the end."""
     servers = []
 
-    async def _start(cfg: config.Config | None = None) -> TestServer:
-        server = TestServer(build_app(cfg or hub_config()), host="127.0.0.1")
+    async def _start(cfg: config.Config | None = None, port: int | None = None) -> TestServer:
+        """port: the same one again for a hub that restarts (services are told it)."""
+        server = TestServer(build_app(cfg or hub_config()), host="127.0.0.1", port=port)
         await server.start_server()
         servers.append(server)
         # As serve() does once it listens: services are told where the hub's API is.
