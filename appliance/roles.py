@@ -65,11 +65,11 @@ class Roles:
 
     def service_scopes(self, name: str, roles: Iterable[str]) -> frozenset[str]:
         """What a service's token may do: its roles' scopes and its own scopes key (JupyterHub
-        gives a service no `self`), and reading its own name."""
+        gives a service no `self`). Reading its own name is added where it is asked (GET
+        /user), as JupyterHub adds it: a service without roles reports no scopes."""
         raw = [s for role in roles for s in self.definitions[role]]
         raw += dict(self.cfg.services)[name].scopes
-        return scopes.reduce(scopes.expand(raw, service=name)
-                             | scopes.identify_service_scopes(name))
+        return scopes.expand(raw, service=name)
 
     def excess(self, name: str, owner_scopes: frozenset[str],
                wanted: Iterable[str]) -> frozenset[str]:
