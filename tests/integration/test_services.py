@@ -126,6 +126,10 @@ async def test_a_managed_service_has_jupyterhubs_environment_and_a_secret_token(
             assert (await r.json())["url"] == sock_url
         async with admin.request("GET", "/hub/api/services/no-such") as r:
             assert r.status == 404
+        async with admin.request("GET", "/hub/api/proxy") as r:
+            routes = await r.json()
+        assert routes[f"/services/{sock}/"] == {"routespec": f"/services/{sock}/",
+                                                "target": sock_url, "data": {"service": sock}}
         async with user.request("GET", "/hub/api/services") as r:
             assert r.status == 403
             assert (await r.json())["message"] == refused("list:services")
