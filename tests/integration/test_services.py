@@ -216,3 +216,20 @@ async def test_an_external_services_token_from_the_config(start_hub, hub_config,
                             "check-config"], capture_output=True, text=True)
     assert check.returncode != 0
     assert f"{cfg.source}: services.stats.api_token: the file holds a token" in check.stderr
+
+
+async def test_the_real_serve_tells_a_service_where_it_listens(serve_hub, hub_config):
+    """`notebook-appliance serve` (not the test server): the API URL comes from the socket it
+    bound, and the service reaches the hub there with its token."""
+    name, port = f"echo-{secrets.token_hex(3)}", free_port()
+    cfg = hub_config(hub={"port": port},
+                     extra_toml=echo_service(name, f"http://127.0.0.1:{free_port()}"))
+    unit = serviceunits.unit_name(name)
+    try:
+        await serve_hub(cfg)
+        async with Browser(f"http://127.0.0.1:{port}") as anonymous:
+            seen = await echo_env(anonymous, name)
+        assert seen["env"]["JUPYTERHUB_API_URL"] == f"http://127.0.0.1:{port}/hub/api"
+        assert seen["whoami"]["name"] == name
+    finally:
+        systemctl("stop", unit)  # the hub leaves its services running when it stops
