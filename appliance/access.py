@@ -98,4 +98,4 @@ def check(identity: Identity, user: str, user_message: str) -> None:
 
 def stop_cause(identity: Identity, user: str) -> Cause:
     """Who stopped user's server, as usage history records it: the user, or an admin."""
-    return Cause.USER if identity.name == user else Cause.ADMIN
+    return Cause.USER if identity.is_user(user) else Cause.ADMIN

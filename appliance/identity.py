@@ -63,6 +63,10 @@ class Identity:
     def __post_init__(self):
         object.__setattr__(self, "parsed", scopes.parse(self.scopes))
 
+    def is_user(self, name: str) -> bool:
+        """Whether this is the user name themselves (a service may bear a user's name)."""
+        return self.kind == "user" and self.name == name
+
 
 class Identities:
     """Resolves requests to identities, with a short-lived cache."""

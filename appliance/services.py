@@ -101,7 +101,8 @@ class Services:
             await asyncio.sleep(0.2)
 
     async def stop_all(self) -> None:
-        """Stop every managed service's unit (a hub that is being removed; the tests)."""
+        """Stop every managed service's unit (the tests' clean-up; the hub itself leaves
+        them running when it stops, and the package's prerm stops their slice)."""
         for name in self.managed():
             await self._stop_unit(serviceunits.unit_name(name))
 

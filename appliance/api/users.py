@@ -313,7 +313,7 @@ async def delete_user(request: web.Request) -> web.Response:
     and tokens ended); the OS account and its home stay. 204."""
     identity, name = await authorize_user(request, "delete:users")
     await user_record(request, name)
-    if name == identity.name:
+    if identity.is_user(name):
         raise BadRequest(f"{name} deleting themselves", user_message="Cannot delete yourself!")
     await accountwatch.remove_from_hub(request.app, name, identity.name)
     return web.Response(status=204)

@@ -233,3 +233,27 @@ async def test_the_real_serve_tells_a_service_where_it_listens(serve_hub, hub_co
         assert seen["whoami"]["name"] == name
     finally:
         systemctl("stop", unit)  # the hub leaves its services running when it stops
+
+
+async def test_a_service_that_bears_a_users_name_is_not_that_user(start_hub, hub_config,
+                                                                 make_user):
+    """A service may be named like an account: its token is the service's, never the user's,
+    and opens none of the hub's pages (they are users')."""
+    alice = make_user()
+    token = secrets.token_hex(32)
+    cfg = hub_config(extra_toml=f'[services.{alice.name}]\napi_token = "{token}"\n'
+                                '[roles.viewers]\nscopes = ["read:users"]\n'
+                                f'services = ["{alice.name}"]\n')
+    hub = await start_hub(cfg)
+    async with Browser(hub, token=token) as service, \
+            Browser(hub, token=cli(cfg, "token", alice.name)) as user:
+        async with service.request("GET", "/hub/api/user") as r:
+            assert (await r.json())["kind"] == "service"
+        async with user.request("GET", "/hub/api/user") as r:
+            assert (await r.json())["kind"] == "user"
+        async with service.request("GET", "/hub/home", allow_redirects=False) as r:
+            assert r.status == 302 and r.headers["Location"].startswith("/hub/login")
+        async with service.request("GET", f"/user/{alice.name}/api/status") as r:
+            assert r.status == 403  # read:users is not access:servers, name or no name
+        async with service.request("GET", f"/hub/api/users/{alice.name}/server/progress") as r:
+            assert r.status == 403
