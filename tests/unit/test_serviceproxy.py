@@ -12,7 +12,13 @@ from appliance.services import service_upstream
 from tests.ports import free_port
 
 
-async def _echo(request: web.Request) -> web.Response:
+async def _echo(request: web.Request) -> web.StreamResponse:
+    if request.headers.get("Upgrade", "").lower() == "websocket":
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            await ws.send_str(f"{msg.data} via {request.headers.get('Authorization')}")
+        return ws
     return web.json_response({"path": request.path, "query": request.query_string,
                               "authorization": request.headers.get("Authorization"),
                               "cookie": request.headers.get("Cookie")})
@@ -32,9 +38,10 @@ async def front(aiohttp_client, service):
     async def handler(request: web.Request) -> web.StreamResponse:
         _, path = normalise_service_path(request.raw_path.partition("?")[0])
         return await relay(request, upstream, path, hub_cookies=HUB_COOKIES,
-                           prefix="/services/stats/")
+                           websockets=request.app["websockets"], prefix="/services/stats/")
 
     app = web.Application()
+    app["websockets"] = set()
     app.router.add_route("*", "/services/{tail:.*}", handler)
 
     async def close(app):
@@ -51,6 +58,13 @@ async def test_the_clients_authorization_reaches_the_service_the_hubs_cookies_do
                               "authorization": "token users-own", "cookie": "theirs=1"}
     r = await front.get("/services/stats/")
     assert (await r.json())["authorization"] is None  # none made up
+
+
+async def test_a_websocket_to_the_service_is_relayed_with_the_clients_token(front):
+    async with front.ws_connect("/services/stats/ws",
+                                headers={"Authorization": "token users-own"}) as ws:
+        await ws.send_str("hello")
+        assert (await ws.receive(timeout=10)).data == "hello via token users-own"
 
 
 async def test_a_service_that_does_not_answer_is_an_upstream_error_naming_it(aiohttp_client):
