@@ -62,12 +62,12 @@ class Services:
                 await self._stop_unit(unit)
         for name, service in self.managed().items():
             try:
-                await self.ensure(name, service, api_url)
+                await self.ensure_running(name, service, api_url)
             except (SystemdError, OSError) as e:
                 log.error("service=%s could not be started: %s (see journalctl -u %s)", name,
                           e, serviceunits.unit_name(name))
 
-    async def ensure(self, name: str, service: ServiceConfig, api_url: str) -> None:
+    async def ensure_running(self, name: str, service: ServiceConfig, api_url: str) -> None:
         """Adopt the service's unit if it runs with this configuration and its token is
         known; otherwise (re)start it with a fresh token."""
         unit = serviceunits.unit_name(name)
