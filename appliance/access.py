@@ -18,15 +18,17 @@ def _no_groups(_: str) -> frozenset[str]:
 
 
 def allows(identity: Identity, scope: str, *, user: str | None = None,
-           server: str | None = None, group: str | None = None,
+           server: str | None = None, group: str | None = None, service: str | None = None,
            groups_of: scopes.GroupsOf = _no_groups) -> bool:
-    """Whether identity holds scope on this user, server ("user/name") or group, or on
-    everything when none is named."""
-    kind, value = _resource(user, server, group)
+    """Whether identity holds scope on this user, server ("user/name"), group or service,
+    or on everything when none is named."""
+    kind, value = _resource(user, server, group, service)
     return scopes.allows(identity.parsed, scope, kind, value or "", groups_of)
 
 
-def _resource(user, server, group) -> tuple[str | None, str | None]:
+def _resource(user, server, group, service=None) -> tuple[str | None, str | None]:
+    if service is not None:
+        return "service", service
     if server is not None:
         return "server", server
     if user is not None:
@@ -37,11 +39,11 @@ def _resource(user, server, group) -> tuple[str | None, str | None]:
 
 
 def require(identity: Identity, *needed: str, user: str | None = None,
-            server: str | None = None, group: str | None = None,
+            server: str | None = None, group: str | None = None, service: str | None = None,
             groups_of: scopes.GroupsOf = _no_groups) -> None:
     """Pass if identity holds any of the needed scopes on the resource; otherwise JupyterHub's
     refusal: 404 when it holds them for other resources only, else 403 naming them."""
-    kind, value = _resource(user, server, group)
+    kind, value = _resource(user, server, group, service)
     if any(scopes.allows(identity.parsed, s, kind, value or "", groups_of) for s in needed):
         return
     denied = scopes.denial(identity.parsed, needed, filtered=kind is not None)
@@ -96,4 +98,4 @@ def check(identity: Identity, user: str, user_message: str) -> None:
 
 def stop_cause(identity: Identity, user: str) -> Cause:
     """Who stopped user's server, as usage history records it: the user, or an admin."""
-    return Cause.USER if identity.name == user else Cause.ADMIN
+    return Cause.USER if identity.is_user(user) else Cause.ADMIN

@@ -27,6 +27,7 @@ from appliance import (
     profiles,
     rosterpages,
     serverpages,
+    serviceproxy,
     tokenpages,
     usage,
     userproxy,
@@ -38,6 +39,7 @@ from appliance.errors import ApplianceError, Forbidden, NotFound
 from appliance.groups import Groups
 from appliance.identity import Identities, same_origin
 from appliance.roles import Roles
+from appliance.services import Services
 from appliance.spawner import Spawner
 from appliance.store import Store
 from appliance.systemd import Systemd
@@ -63,6 +65,7 @@ def build_app(cfg: Config, middlewares: Sequence = ()) -> web.Application:
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_auth_ctx)
     app.cleanup_ctx.append(_spawner_ctx)
+    app.cleanup_ctx.append(_services_ctx)
     app.cleanup_ctx.append(accountwatch.watch_ctx)
     app.cleanup_ctx.append(periodic.job("cgroup sampling", lambda app: cgroups.EVERY,
                                         cgroups.sample))
@@ -78,6 +81,7 @@ def build_app(cfg: Config, middlewares: Sequence = ()) -> web.Application:
     rosterpages.setup(app)
     api.setup(app)
     userproxy.setup(app)
+    serviceproxy.setup(app)
     return app
 
 
@@ -111,9 +115,19 @@ async def _spawner_ctx(app: web.Application):
     app["profiles"] = await loop.run_in_executor(None, profiles.load, cfg)
     app["spawner"] = spawner = Spawner(cfg, systemd, app["store"], app["secret"],
                                        app["profiles"])
+    app["systemd"] = systemd
     yield
     await spawner.close()
     await systemd.close()
+
+
+async def _services_ctx(app: web.Application):
+    """[services.*]: their tokens in the store now; their units once the hub listens
+    (start_all, from server.serve: they are told the hub's address)."""
+    app["services"] = services = Services(app["config"], app["systemd"], app["store"])
+    await services.sync_tokens()
+    yield
+    await services.close()
 
 
 async def _reconcile_ctx(app: web.Application):

@@ -107,7 +107,8 @@ def cmd_token(args) -> int:
             token = store.revoke_token_sync(args.revoke)
             if token is None:
                 raise NotFound(f"no token with id {args.revoke}")
-            print(f"revoked token {token.id} of {token.user} ({token.note})")
+            owner = token.user if token.service is None else f"service {token.service}"
+            print(f"revoked token {token.id} of {owner} ({token.note})")
         else:
             account = allowed_account(cfg, args.user)
             scopes = token_scopes(cfg, store, account, args.scopes or ["inherit"])

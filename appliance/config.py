@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
+import os
 import re
 import tomllib
 from collections.abc import Callable
@@ -413,11 +414,73 @@ class RoleConfig:
     users: tuple[str, ...] = _opt([], _users, "Users who have the role.")
     groups: tuple[str, ...] = _opt([], _groups,
         "Hub groups whose members have the role (auth.sync_groups or made in the API).")
+    services: tuple[str, ...] = _opt([], _list(_name("a service name"),
+                                               "expected a list of service names"),
+        "Services ([services.*]) that have the role.")
+
+
+def _service_url(value: object) -> str:
+    """A web service's address: a loopback http URL with a port, or unix:<absolute path>."""
+    expected = ('expected "" (no web endpoint), a loopback URL like "http://127.0.0.1:10101" '
+                'or a UNIX socket like "unix:/run/myservice/web.sock"')
+    _expect(isinstance(value, str), expected)
+    if value == "" or (value.startswith("unix:/") and "\0" not in value):
+        return value
+    m = re.fullmatch(r"http://(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|\[::1\]|localhost):(\d{1,5})/?",
+                     value)
+    _expect(m and 1 <= int(m[2]) <= 65535 and (m[1][0] != "1" or _is_ip(m[1])), expected)
+    return value
+
+
+def _is_ip(text: str) -> bool:
+    """Whether text is an IP address."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+#: A token from the config: long enough not to be guessed (JupyterHub's are 32 hex digits).
+_API_TOKEN = re.compile(r"[\x21-\x7e]{16,}")
+_api_token = _check(lambda v: isinstance(v, str) and (v == "" or _API_TOKEN.fullmatch(v)),
+                    'expected "" or a token of at least 16 printable ASCII characters without '
+                    "blanks (e.g. from `openssl rand -hex 32`)")
+_command = _list(_string, "expected a list of strings (the command line and its arguments)")
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """A JupyterHub service: run by the hub (command) or external (api_token), optionally a
+    web endpoint proxied at /services/<name>/."""
+
+    command: tuple[str, ...] = _opt([], _command,
+        "Command line the hub runs as a systemd unit; [] for an external service.")
+    environment: tuple[tuple[str, str], ...] = _opt({}, _environment,
+        "Extra environment for the command (never secrets: `systemctl show` prints it).")
+    url: str = _opt("", _service_url,
+        'Where the service answers HTTP: "http://127.0.0.1:<port>" or "unix:<socket path>"; '
+        "the hub proxies /services/<name>/ there.")
+    oauth: bool = _opt(False, _bool,
+        "The service logs its users in through the hub (JupyterHub's HubOAuth).")
+    scopes: tuple[str, ...] = _opt([], _scopes, "JupyterHub scopes the service's token holds.")
+    roles: tuple[str, ...] = _opt([], _list(_name("a role name"), "expected a list of role names"),
+        "Roles ([roles.*], or admin) the service has.")
+    user: str = _opt("", _check(lambda v: isinstance(v, str) and (v == "" or _NAME.fullmatch(v)),
+                                'expected a user name or "" (a DynamicUser= of its own)'),
+        'Account the command runs as; "" = a throwaway one (systemd\'s DynamicUser=).')
+    api_token: str = _opt("", _api_token,
+        "The service's token, for an external service (the file must then not be readable "
+        "by everyone); a managed one is given a fresh token.")
 
 
 #: A role's name (JupyterHub's _role_name_pattern); the default roles are built in.
 _ROLE_NAME = re.compile(r"[a-z][a-z0-9\-_~.]{1,253}[a-z0-9]")
 _BUILTIN_ROLES = ("user", "admin", "server", "token")
+
+
+#: A service's name: it appears in URLs (/services/<name>/) and in its unit's name.
+_SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 #: A profile's name: it appears in URLs, forms and the store.
@@ -439,6 +502,8 @@ class Config:
     profiles: tuple[tuple[str, ProfileConfig], ...] = ()
     #: [roles.<name>] tables as (name, role), in file order (JupyterHub's load_roles).
     roles: tuple[tuple[str, RoleConfig], ...] = ()
+    #: [services.<name>] tables as (name, service), in file order.
+    services: tuple[tuple[str, ServiceConfig], ...] = ()
     source: str = ""
 
 
@@ -458,7 +523,9 @@ def load(path: Path | str) -> Config:
         raise ConfigError(f"{src}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{src}: invalid TOML: {e}") from None
-    return _build(data, src)
+    config = _build(data, src)
+    _check_secrets_private(config, src)
+    return config
 
 
 def defaults() -> Config:
@@ -468,14 +535,17 @@ def defaults() -> Config:
 
 def _build(data: dict[str, Any], src: str) -> Config:
     """Validate parsed TOML into a Config."""
-    _reject_unknown(data, {**SECTIONS, "profiles": None, "roles": None}, src, "")
+    _reject_unknown(data, {**SECTIONS, "profiles": None, "roles": None, "services": None},
+                    src, "")
     sections = {}
     for name, cls in SECTIONS.items():
         sections[name] = _section(cls, name, _table(data, name, src), src)
     config = Config(**sections, profiles=_profiles(_table(data, "profiles", src), src),
-                    roles=_roles(_table(data, "roles", src), src), source=src)
+                    roles=_roles(_table(data, "roles", src), src),
+                    services=_services(_table(data, "services", src), src), source=src)
     _check_tls(config.hub, src)
     _check_lockout(config.auth, src)
+    _check_service_roles(config, src)
     return config
 
 
@@ -530,6 +600,40 @@ def _role_name_problem(name: str) -> str:
 def _roles(tables: dict[str, Any], src: str) -> tuple[tuple[str, RoleConfig], ...]:
     """Every [roles.<name>] table; JupyterHub's role names, none of the built-in ones."""
     return tuple(_named_tables(tables, "roles", RoleConfig, src, _role_name_problem))
+
+
+def _services(tables: dict[str, Any], src: str) -> tuple[tuple[str, ServiceConfig], ...]:
+    """Every [services.<name>] table; a name fit for a URL and a unit."""
+    return tuple(_named_tables(tables, "services", ServiceConfig, src, lambda name: "" if
+                               _SERVICE_NAME.fullmatch(name) else
+                               "expected a service name of letters, digits, '.', '-' and '_' "
+                               "(up to 64, starting with a letter or digit)"))
+
+
+def _check_service_roles(config: "Config", src: str) -> None:
+    """A service's roles exist, and a role's services are defined (JupyterHub's load_roles
+    refuses both)."""
+    roles = {name for name, _ in config.roles} | {"admin"}
+    services = {name for name, _ in config.services}
+    for name, service in config.services:
+        for role in service.roles:
+            if role not in roles:
+                raise ConfigError(f"{src}: services.{_toml_key(name)}.roles: expected roles "
+                                  f"defined in [roles.*] (or admin), got {_toml(role)}")
+    for name, role in config.roles:
+        for service in role.services:
+            if service not in services:
+                raise ConfigError(f"{src}: roles.{_toml_key(name)}.services: expected services "
+                                  f"defined in [services.*], got {_toml(service)}")
+
+
+def _check_secrets_private(config: "Config", src: str) -> None:
+    """A file that holds a service's api_token must not be readable by every local user."""
+    holders = [name for name, service in config.services if service.api_token]
+    if holders and os.stat(src).st_mode & 0o004:
+        raise ConfigError(f"{src}: services.{_toml_key(holders[0])}.api_token: the file holds "
+                          "a token but every user of this machine can read it; run "
+                          f"`chmod o-r {src}` (root reads it)")
 
 
 def _section(cls: type, name: str, table: dict[str, Any], src: str) -> Any:
@@ -617,6 +721,27 @@ _PROFILES_EXAMPLE = """
 # description = "Cull idle servers"
 # scopes = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
 # users = ["teacher"]
+
+# Services (optional, JupyterHub's): programs that use the hub's API with a token of their
+# own. With a command the hub runs one as the unit notebook-appliance-service-<name>.service
+# (restarted when it fails, left running across hub restarts, stopped when removed from
+# here), with JupyterHub's JUPYTERHUB_* environment; the token never shows in `systemctl
+# show`. With a url it is reached at /services/<name>/. E.g. jupyterhub-idle-culler
+# (pip install jupyterhub-idle-culler into /opt/culler):
+#
+# [services.idle-culler]
+# command = ["/opt/culler/bin/python3", "-m", "jupyterhub_idle_culler", "--timeout=3600"]
+#
+# [roles.idle-culler]
+# scopes = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
+# services = ["idle-culler"]
+#
+# An external service (started by someone else) gets its token here instead; the file must
+# then not be readable by everyone (chmod o-r):
+#
+# [services.stats]
+# url = "http://127.0.0.1:10101"
+# api_token = "<from openssl rand -hex 32>"
 """
 
 

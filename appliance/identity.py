@@ -55,10 +55,17 @@ class Identity:
     scopes: frozenset[str] = frozenset()
     #: The API token's id (JupyterHub's "a<N>"), None for a session.
     token_id: int | None = None
+    #: "user", or "service" for a [services.*] token (JupyterHub's kind): then name is the
+    #: service's, which may also be some user's name, so nothing takes it for a user.
+    kind: str = "user"
     parsed: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def __post_init__(self):
         object.__setattr__(self, "parsed", scopes.parse(self.scopes))
+
+    def is_user(self, name: str) -> bool:
+        """Whether this is the user name themselves (a service may bear a user's name)."""
+        return self.kind == "user" and self.name == name
 
 
 class Identities:
@@ -103,6 +110,8 @@ class Identities:
         token = None
         if via == "token":
             token = await self.store.use_token(secret)
+            if token is not None and token.service is not None:
+                return self._service_identity(token), valid_for
             name = token.user if token else None
             if token and token.expires is not None:
                 valid_for = max(0.0, token.expires - time.time())
@@ -131,6 +140,16 @@ class Identities:
         return Identity(account.name, account.admin, via, tuple(roles), held,
                         token.id if token is not None else None)
 
+    def _service_identity(self, token: TokenRecord) -> Identity | None:
+        """The identity of a service's token, while the service is in the config."""
+        if token.service not in dict(self.roles.cfg.services):
+            log.info("service=%r token refused: no such service in the config", token.service)
+            return None
+        roles = self.roles.of_service(token.service)
+        return Identity(token.service, "admin" in roles, "token", tuple(roles),
+                        self.roles.service_scopes(token.service, roles), token.id,
+                        kind="service")
+
     async def owner_scopes(self, name: str) -> frozenset[str]:
         """Everything name holds now (a new token's scopes must be among them); NotFound
         when the account policy refuses them."""
@@ -138,10 +157,11 @@ class Identities:
         return self.roles.scopes_of(account.name, self.roles.of_user(account.name,
                                                                       account.admin))
 
-    def forget_user(self, name: str) -> None:
-        """Drop a user's cached identities: their next request is looked up afresh."""
+    def forget_user(self, name: str, kind: str = "user") -> None:
+        """Drop a user's (or service's) cached identities: their next request is looked up
+        afresh."""
         for key, (_, identity) in list(self._cache.items()):
-            if identity is not None and identity.name == name:
+            if identity is not None and identity.name == name and identity.kind == kind:
                 self._cache.pop(key, None)
 
     async def revoke_token(self, user: str, token_id: int) -> bool:

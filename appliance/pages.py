@@ -114,6 +114,8 @@ def safe_next(target: str | None, default: str = "/hub/home") -> str:
 async def current(request: web.Request, *, required: bool = True):
     """The logged-in identity; redirects to the login page when required and absent."""
     identity = await request.app["identities"].of_request(request)
+    if identity is not None and identity.kind != "user":
+        identity = None  # a service's token opens no page of the hub's: pages are users'
     request["identity"] = identity
     if identity is None and required:
         # raw_path: the URL as sent (percent-encoded), so a non-ASCII name comes back intact;

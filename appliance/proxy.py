@@ -67,19 +67,25 @@ def normalise_user_path(raw_path: str) -> tuple[str, str]:
     return _normalise_general(raw_path)
 
 
-def _normalise_general(raw_path: str) -> tuple[str, str]:
+def normalise_service_path(raw_path: str) -> tuple[str, str]:
+    """Split a raw /services/<name>/… path into (service name, normalised quoted path), by
+    the same rules as normalise_user_path."""
+    return _normalise_general(raw_path, "services")
+
+
+def _normalise_general(raw_path: str, root: str = "user") -> tuple[str, str]:
     """normalise_user_path for any input: decode, collapse, resolve dot segments, re-quote."""
     segments = [_decode_segment(seg) for seg in raw_path.split("/") if seg]
     stack: list[str] = []
     for seg in segments:
         if seg == "..":
             if len(stack) <= 2:  # would drop the username or /user/ itself: never re-target
-                raise errors.BadRequest(f"path climbs out of its user: {raw_path!r}")
+                raise errors.BadRequest(f"path climbs out of its {root}: {raw_path!r}")
             stack.pop()
         elif seg != ".":
             stack.append(seg)
-    if not stack or stack[0] != "user":
-        raise errors.BadRequest(f"not a /user/ path: {raw_path!r}")
+    if not stack or stack[0] != root:
+        raise errors.BadRequest(f"not a /{root}/ path: {raw_path!r}")
     name = stack[1] if len(stack) > 1 else ""
     # RFC 3986 §5.2.4: a final "." or ".." leaves a trailing slash behind.
     trailing = raw_path.endswith("/") or (bool(segments) and segments[-1] in (".", ".."))
@@ -141,16 +147,20 @@ def _is_websocket(request: web.Request) -> bool:
             and "upgrade" in _connection_tokens(request.headers))
 
 
-def _request_headers(request: web.Request, token: str,
+def _request_headers(request: web.Request, token: str | None,
                      hub_cookies: frozenset[str]) -> CIMultiDict:
-    """Headers for upstream: filtered, with our token, cookies and X-Forwarded-*."""
+    """Headers for upstream: filtered, with our token (None: the client's own Authorization,
+    for a service), cookies and X-Forwarded-*."""
     incoming = request.headers
     drop = _drop_set(incoming, _REQUEST_DROP)
     headers = CIMultiDict((k, v) for k, v in incoming.items() if k.lower() not in drop)
     cookies = _strip_cookies(incoming.getall(hdrs.COOKIE, ()), hub_cookies)
     if cookies:
         headers[hdrs.COOKIE] = cookies
-    headers[hdrs.AUTHORIZATION] = "token " + token
+    if token is not None:
+        headers[hdrs.AUTHORIZATION] = "token " + token
+    elif hdrs.AUTHORIZATION in incoming:
+        headers[hdrs.AUTHORIZATION] = incoming[hdrs.AUTHORIZATION]
     remote = request.remote
     if remote:
         before = incoming.get(hdrs.X_FORWARDED_FOR)
@@ -297,7 +307,11 @@ async def _stream_response(request: web.Request, result: aiohttp.ClientResponse,
 
 def _upstream_error(upstream: Upstream, err: Exception) -> errors.UpstreamError:
     """An UpstreamError naming the socket and what to check."""
-    log.warning("cannot reach notebook server at %s: %s", upstream.socket_path, err)
+    log.warning("cannot reach %s at %s: %s", upstream.label, upstream.where, err)
+    if upstream.label != "notebook server":
+        return errors.UpstreamError(
+            f"{upstream.label} at {upstream.where} unreachable: {err}; check that it runs",
+            user_message=f"The {upstream.label} is not answering. Try again in a moment.")
     return errors.UpstreamError(
         f"notebook server at {upstream.socket_path} unreachable: {err}; "
         "check that the user's notebook service is running",

@@ -2,9 +2,10 @@
 
 Every user has the `user` role (their own things); administrators (auth.admin_users,
 auth.admin_group) have `admin`, which opens other users' servers (access:servers) only when
-auth.admin_access is on; a [roles.<name>] table gives its scopes to the users it lists and to
-the members of the hub groups it lists. A token has the scopes it was made with, as far as
-its owner holds them.
+auth.admin_access is on; a [roles.<name>] table gives its scopes to the users it lists, to
+the members of the hub groups it lists and to the services it lists; a service also has the
+roles and scopes of its own [services.<name>] table. A token has the scopes it was made with,
+as far as its owner holds them.
 """
 
 from collections.abc import Iterable
@@ -55,6 +56,20 @@ class Roles:
         held = scopes.intersect(scopes.expand(token_scopes, owner=name), owner_scopes,
                                 self.groups_of)
         return scopes.reduce(held | scopes.identify_scopes(name))
+
+    def of_service(self, name: str) -> list[str]:
+        """The roles a [services.<name>] has: its own roles key, then the roles that list it."""
+        own = list(dict(self.cfg.services)[name].roles)
+        return own + [role for role, cfg in self.cfg.roles
+                      if name in cfg.services and role not in own]
+
+    def service_scopes(self, name: str, roles: Iterable[str]) -> frozenset[str]:
+        """What a service's token may do: its roles' scopes and its own scopes key (JupyterHub
+        gives a service no `self`). Reading its own name is added where it is asked (GET
+        /user), as JupyterHub adds it: a service without roles reports no scopes."""
+        raw = [s for role in roles for s in self.definitions[role]]
+        raw += dict(self.cfg.services)[name].scopes
+        return scopes.expand(raw, service=name)
 
     def excess(self, name: str, owner_scopes: frozenset[str],
                wanted: Iterable[str]) -> frozenset[str]:

@@ -136,10 +136,11 @@ def _subscopes(name: str) -> set[str]:
 
 
 def expand(scopes: Iterable[str], owner: str | None = None,
-           server: str | None = None) -> frozenset[str]:
-    """Every scope the raw scopes imply, with `self` and bare `!user`/`!server` filters
-    resolved for owner (and owner's server "user/name"); `inherit` is left for the caller
-    (it means "the owner's scopes", which only the caller knows)."""
+           server: str | None = None, service: str | None = None) -> frozenset[str]:
+    """Every scope the raw scopes imply, with `self` and bare `!user`/`!server`/`!service`
+    filters resolved for owner (and owner's server "user/name", or the owning service);
+    `inherit` is left for the caller (it means "the owner's scopes", which only the caller
+    knows). A service's `self` is nothing (JupyterHub: "resolves to (no_scope)")."""
     out: set[str] = set()
     for scope in scopes:
         name, _, filter_ = scope.partition("!")
@@ -158,6 +159,10 @@ def expand(scopes: Iterable[str], owner: str | None = None,
             if server is None:
                 continue
             filter_ = f"server={server}"
+        elif filter_ == "service":
+            if service is None:
+                continue
+            filter_ = f"service={service}"
         for sub in _subscopes(name):
             # read:servers!server=x implies reading the user's name, not the whole user.
             if filter_.startswith("server=") and sub.startswith("read:users"):
@@ -254,6 +259,11 @@ def intersect(a: frozenset[str], b: frozenset[str],
 def identify_scopes(name: str) -> frozenset[str]:
     """What every credential may read about its own owner (GET /hub/api/user)."""
     return frozenset({f"read:users:name!user={name}", f"read:users:groups!user={name}"})
+
+
+def identify_service_scopes(name: str) -> frozenset[str]:
+    """What a service's credential may read about the service itself (GET /hub/api/user)."""
+    return frozenset({f"read:services:name!service={name}"})
 
 
 @dataclass(frozen=True)

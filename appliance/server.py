@@ -11,7 +11,7 @@ import weakref
 
 from aiohttp import web
 
-from appliance import net
+from appliance import net, serviceunits
 from appliance.app import build_app
 from appliance.config import Config
 from appliance.connections import ConnectionGuard
@@ -224,6 +224,9 @@ async def serve(cfg: Config) -> None:
     drain.listeners = listening_sockets(cfg)
     await start_sites(runner, drain.listeners, tls, guard)
     app["urls"][:] = await reachable_at(drain.listeners, tls is not None)
+    # Services are told where the hub's API is, so they start once it listens.
+    await app["services"].start_all(serviceunits.api_url(drain.listeners[0].getsockname(),
+                                                         tls is not None))
     redirect = await start_redirect(cfg, guard)
     notifier.ready(await status_line(app))
     stop = asyncio.Event()

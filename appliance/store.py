@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -100,9 +100,33 @@ _MIGRATIONS = (
         PRIMARY KEY (grp, user)
     );
     """,
+    # 7: a token is a user's or a service's (JupyterHub's APIToken.user / .service): user
+    # may be NULL now, which needs a new table; ids go on from where they were (never reused).
+    """
+    CREATE TABLE tokens_v7 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        hash TEXT NOT NULL UNIQUE,
+        user TEXT REFERENCES users(name) ON DELETE CASCADE,
+        service TEXT,
+        note TEXT NOT NULL DEFAULT '',
+        created REAL NOT NULL,
+        last_used REAL,
+        expires REAL,
+        scopes TEXT NOT NULL DEFAULT '["inherit"]',
+        CHECK ((user IS NULL) != (service IS NULL))
+    );
+    INSERT INTO tokens_v7(id, hash, user, note, created, last_used, expires, scopes)
+        SELECT id, hash, user, note, created, last_used, expires, scopes FROM tokens;
+    DELETE FROM sqlite_sequence WHERE name='tokens_v7';
+    INSERT INTO sqlite_sequence(name, seq) SELECT 'tokens_v7', seq FROM
+        (SELECT MAX(seq) AS seq FROM sqlite_sequence WHERE name='tokens') WHERE seq IS NOT NULL;
+    DROP TABLE tokens;
+    ALTER TABLE tokens_v7 RENAME TO tokens;
+    CREATE INDEX tokens_service ON tokens(service);
+    """,
 )
 #: A token's columns in TokenRecord's order (never its hash).
-_TOKEN_COLUMNS = "id, user, note, created, last_used, expires, scopes"
+_TOKEN_COLUMNS = "id, user, note, created, last_used, expires, scopes, service"
 #: A user's columns in UserRecord's order; rowid is JupyterHub's user id (creation order).
 _USER_COLUMNS = "name, admin, created, last_activity, rowid"
 #: A token's last_used is written at most this often (seconds): a busy tool is not a write
@@ -148,10 +172,12 @@ class TokenRecord:
     #: What the token may do, as asked for when it was made (JupyterHub's raw scopes); what
     #: the owner does not hold is never granted. "inherit" is everything the owner may do.
     scopes: tuple[str, ...] = ("inherit",)
+    #: The service that owns the token ([services.*]); then user is None.
+    service: str | None = None
 
 
 def _token_record(row: tuple) -> TokenRecord:
-    return TokenRecord(*row[:6], tuple(json.loads(row[6])))
+    return TokenRecord(*row[:6], tuple(json.loads(row[6])), row[7])
 
 
 @dataclass(frozen=True)
@@ -341,7 +367,8 @@ class Store:
         """Users who hold a live session or a token that has not expired."""
         now = time.time()
         rows = await self._run(self._q, "SELECT user FROM sessions WHERE expires>? UNION "
-                               "SELECT user FROM tokens WHERE expires IS NULL OR expires>?",
+                               "SELECT user FROM tokens WHERE user IS NOT NULL AND "
+                               "(expires IS NULL OR expires>?)",
                                now, now)
         return [r[0] for r in rows]
 
@@ -392,6 +419,33 @@ class Store:
             self._q("UPDATE users SET last_activity=? WHERE name=? AND "
                     "(last_activity IS NULL OR last_activity<?)", now, rows[0][1], now)
         return _token_record(rows[0]) if rows else None
+
+    async def replace_service_token(self, service: str, secret: str, note: str) -> TokenRecord:
+        """Make secret service's one token (its earlier ones are deleted): only its hash is
+        stored."""
+        return await self._run(self._replace_service_token, service, secret, note)
+
+    def _replace_service_token(self, service: str, secret: str, note: str) -> TokenRecord:
+        self._q("DELETE FROM tokens WHERE service=?", service)
+        rows = self._q("INSERT INTO tokens(hash, service, note, created) VALUES (?, ?, ?, ?) "
+                       f"RETURNING {_TOKEN_COLUMNS}", hash_secret(secret), service, note,
+                       time.time())
+        return _token_record(rows[0])
+
+    async def service_token(self, service: str, secret: str | None = None) -> TokenRecord | None:
+        """service's token (the one with this secret, when given), or None."""
+        sql, args = f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE service=?", [service]
+        if secret is not None:
+            sql, args = sql + " AND hash=?", [service, hash_secret(secret)]
+        rows = await self._run(self._q, sql + " ORDER BY id DESC LIMIT 1", *args)
+        return _token_record(rows[0]) if rows else None
+
+    async def forget_services(self, keep: list[str]) -> int:
+        """Delete the tokens of every service not in keep (removed from the config); how
+        many."""
+        marks = ",".join("?" * len(keep))
+        return await self._run(self._count, "DELETE FROM tokens WHERE service IS NOT NULL"
+                               + (f" AND service NOT IN ({marks})" if keep else ""), *keep)
 
     async def list_tokens(self, user: str) -> list[TokenRecord]:
         """A user's tokens, oldest first (expired ones too)."""

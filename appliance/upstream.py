@@ -5,10 +5,12 @@ tell when a server is ready (it answers HTTP, not merely "the unit is active").
 """
 
 import asyncio
+import socket
 from pathlib import Path
 
 import aiohttp
 from aiohttp import hdrs
+from aiohttp.abc import AbstractResolver
 
 from appliance.config import ProxyConfig, defaults
 from appliance.framelimit import FrameLimit
@@ -21,10 +23,17 @@ POOL_WAIT = 30.0
 class Upstream:
     """One user's notebook server reached over its UNIX socket; holds pooled ClientSessions."""
 
-    def __init__(self, socket_path: str, token: str, proxy: ProxyConfig | None = None):
+    def __init__(self, socket_path: str, token: str | None, proxy: ProxyConfig | None = None,
+                 *, tcp: tuple[str, int] | None = None, label: str = "notebook server"):
         proxy = proxy or defaults().proxy
         self.socket_path = socket_path
+        #: A loopback (address, port) instead of the socket (a service's url).
+        self.tcp = tcp
+        #: The token the proxy sends it; None passes the client's Authorization through
+        #: (a service authenticates its users itself, as behind JupyterHub's proxy).
         self.token = token
+        #: What it is, in log lines and error pages.
+        self.label = label
         self.connections = proxy.upstream_connections
         #: proxy.max_message_size: the relay holds websocket messages to it both ways.
         self.max_message_size = proxy.max_message_size
@@ -37,18 +46,35 @@ class Upstream:
         if self._session is None:
             # Bounded (and ws_session too): one user's browsers cannot make the hub hold more
             # than this many descriptors toward their server; further requests wait for one.
-            self._session = self._new_session(
-                aiohttp.UnixConnector(path=self.socket_path, limit=self.connections))
+            self._session = self._new_session(self._connector(limit=self.connections))
         return self._session
 
     @property
     def ws_session(self) -> aiohttp.ClientSession:
         """The session for kernel websockets: one fresh connection each, frames watched."""
         if self._ws_session is None:
-            self._ws_session = self._new_session(_WebsocketConnector(
-                self.max_message_size, path=self.socket_path, limit=self.connections,
-                force_close=True))
+            self._ws_session = self._new_session(self._connector(
+                self.max_message_size, limit=self.connections, force_close=True))
         return self._ws_session
+
+    @property
+    def where(self) -> str:
+        """Its address, for log lines: the socket's path or host:port."""
+        return f"{self.tcp[0]}:{self.tcp[1]}" if self.tcp else self.socket_path
+
+    def _connector(self, max_message_size: int | None = None,
+                   **kwargs) -> aiohttp.BaseConnector:
+        """A connector to it; with max_message_size, one that watches websocket frames."""
+        if self.tcp is None:
+            if max_message_size is None:
+                return aiohttp.UnixConnector(path=self.socket_path, **kwargs)
+            return _WebsocketConnector(max_message_size, path=self.socket_path, **kwargs)
+        # Every request's URL names the host "notebook" (proxy.relay): the resolver sends it
+        # to the service's address and port, with no DNS involved.
+        resolver = _FixedResolver(*self.tcp)
+        if max_message_size is None:
+            return aiohttp.TCPConnector(resolver=resolver, **kwargs)
+        return _TcpWebsocketConnector(max_message_size, resolver=resolver, **kwargs)
 
     def _new_session(self, connector: aiohttp.BaseConnector) -> aiohttp.ClientSession:
         """A session over connector that passes requests through as the browser sent them."""
@@ -81,7 +107,7 @@ class Upstream:
         self._session = self._ws_session = None
 
 
-class _WebsocketConnector(aiohttp.UnixConnector):
+class _FrameLimited:
     """Puts a FrameLimit on each new connection before its first byte is read, so it sees the
     handshake's answer and every frame after it (force_close: one handshake per connection).
 
@@ -98,6 +124,31 @@ class _WebsocketConnector(aiohttp.UnixConnector):
         FrameLimit.install(proto.transport, self.max_message_size, client=True,
                            after_head=True)
         return proto
+
+
+class _WebsocketConnector(_FrameLimited, aiohttp.UnixConnector):
+    """A UNIX socket connector whose connections are frame-limited."""
+
+
+class _TcpWebsocketConnector(_FrameLimited, aiohttp.TCPConnector):
+    """A TCP connector whose connections are frame-limited."""
+
+
+class _FixedResolver(AbstractResolver):
+    """Resolves every name to one address and port (a service's loopback url)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: int = socket.AF_INET) -> list[dict]:
+        """The one address, numeric (aiohttp's resolver result shape)."""
+        return [{"hostname": host, "host": self.host, "port": self.port,
+                 "family": socket.AF_INET6 if ":" in self.host else socket.AF_INET,
+                 "proto": 0, "flags": socket.AI_NUMERICHOST}]
+
+    async def close(self) -> None:
+        """Nothing to close."""
 
 
 async def probe(socket: Path, path: str, token: str) -> bool:

@@ -56,7 +56,7 @@ async def handle_user_request(request: web.Request) -> web.StreamResponse:
     spawner = request.app["spawner"]
     server = server_for(spawner, user, path)
     if server is None:
-        if identity.name != user:  # an admin asking after a user the hub has never seen
+        if not identity.is_user(user):  # an admin asking after a user the hub never saw
             raise NotFound(f"no server for {user}", user_message="There is no such server.")
         server = spawner.get(user)
     if not server.ready:

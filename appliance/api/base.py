@@ -34,11 +34,12 @@ async def require_identity(request: web.Request) -> Identity:
 
 
 async def authorize(request: web.Request, *needed: str, user: str | None = None,
-                    server: str | None = None, group: str | None = None) -> Identity:
+                    server: str | None = None, group: str | None = None,
+                    service: str | None = None) -> Identity:
     """The caller, if they hold one of the needed scopes on the resource named (JupyterHub's
     needs_scope); its refusal otherwise."""
     identity = await require_identity(request)
-    access.require(identity, *needed, user=user, server=server, group=group,
+    access.require(identity, *needed, user=user, server=server, group=group, service=service,
                    groups_of=request.app["groups"].of_user)
     return identity
 

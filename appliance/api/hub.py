@@ -53,9 +53,14 @@ async def get_health(request: web.Request) -> web.Response:
 
 
 def routes(request: web.Request) -> dict:
-    """The routes the hub serves, in JupyterHub's proxy shape: the hub at /, each running
-    server at its prefix, over its socket."""
+    """The routes the hub serves, in JupyterHub's proxy shape: the hub at /, each service
+    with a url at its prefix (data: its name), each running server at its prefix, over its
+    socket."""
     found = {"/": {"routespec": "/", "target": f"http://{request.host}", "data": {"hub": True}}}
+    for name, service in request.app["config"].services:
+        if service.url:
+            found[f"/services/{name}/"] = {"routespec": f"/services/{name}/",
+                                           "target": service.url, "data": {"service": name}}
     for server in request.app["spawner"].servers.values():
         if server.state == "stopped":
             continue

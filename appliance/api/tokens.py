@@ -118,7 +118,7 @@ async def create_token(request: web.Request) -> web.Response:
                          groups_of=request.app["groups"].of_user):
         raise Forbidden(f"{identity.name} lacks tokens on {name}", user_message=f"User {name} "
                         "not found or no permissions to generate tokens")
-    if identity.name != name:
+    if not identity.is_user(name):
         access.check_open(identity, name, request.app["config"].auth.admin_access)
     await user_record(request, name)
     body = await json_object(request, "the body", _EXAMPLE)

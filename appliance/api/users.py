@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from aiohttp import web
 
 from appliance import access, accountwatch
+from appliance.api import services
 from appliance.api.base import (
     authorize,
     authorize_listing,
@@ -146,6 +147,8 @@ async def get_self(request: web.Request) -> web.Response:
     """GET /hub/api/user: the caller's own model, with the credential's scopes, token_id and
     session_id (JupyterHub's whoami)."""
     identity = await require_identity(request)
+    if identity.kind == "service":  # JupyterHub answers a service's token with its model
+        return web.json_response(await services.self_model(request, identity))
     record = await request.app["store"].get_user(identity.name)
     if record is None:  # logged in through a page that never wrote the row: write it now
         record = await request.app["store"].ensure_user(identity.name, identity.admin)
@@ -310,7 +313,7 @@ async def delete_user(request: web.Request) -> web.Response:
     and tokens ended); the OS account and its home stay. 204."""
     identity, name = await authorize_user(request, "delete:users")
     await user_record(request, name)
-    if name == identity.name:
+    if identity.is_user(name):
         raise BadRequest(f"{name} deleting themselves", user_message="Cannot delete yourself!")
     await accountwatch.remove_from_hub(request.app, name, identity.name)
     return web.Response(status=204)

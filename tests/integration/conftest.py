@@ -108,7 +108,8 @@ def runtime_dir():
 def hub_config(tmp_path, pam_service, runtime_dir):
     """Factory: write an appliance.toml with per-section overrides and load it as the hub does."""
 
-    def _config(**overrides: dict) -> config.Config:
+    def _config(extra_toml: str = "", **overrides: dict) -> config.Config:
+        """extra_toml: tables written as they are (e.g. [services.<name>] and [roles.*])."""
         sections = {
             "hub": {"listen": "127.0.0.1", "state_dir": str(tmp_path / "state"),
                     "runtime_dir": str(runtime_dir)},
@@ -120,7 +121,8 @@ def hub_config(tmp_path, pam_service, runtime_dir):
         path = tmp_path / "appliance.toml"
         path.write_text("".join(
             f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items())
-            for name, table in sections.items()))
+            for name, table in sections.items()) + extra_toml)
+        path.chmod(0o600)  # as a sysadmin keeps a file with a service's api_token
         return config.load(path)
 
     return _config
@@ -131,10 +133,13 @@ async def start_hub(hub_config):
     """Factory: start a real hub (aiohttp server on loopback); stopped at the end."""
     servers = []
 
-    async def _start(cfg: config.Config | None = None) -> TestServer:
-        server = TestServer(build_app(cfg or hub_config()), host="127.0.0.1")
+    async def _start(cfg: config.Config | None = None, port: int | None = None) -> TestServer:
+        """port: the same one again for a hub that restarts (services are told it)."""
+        server = TestServer(build_app(cfg or hub_config()), host="127.0.0.1", port=port)
         await server.start_server()
         servers.append(server)
+        # As serve() does once it listens: services are told where the hub's API is.
+        await server.app["services"].start_all(str(server.make_url("/hub/api")))
         return server
 
     yield _start
@@ -148,6 +153,7 @@ async def stop_units(server: TestServer) -> None:
     spawner = server.app.get("spawner")
     if spawner is None or spawner.systemd._bus is None:
         return
+    await server.app["services"].stop_all()
     for s in list(spawner.servers.values()):
         if s.state in ("starting", "running"):
             await spawner.stop(s.user, s.name)

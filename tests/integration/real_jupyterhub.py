@@ -183,6 +183,7 @@ memory = "768M"
 cpu = 0.5
 tasks = 200
 {extra_toml}""")
+        self.config.chmod(0o600)  # it may hold a service's api_token
         self.log = workdir / "hub.log"
         self.proc: subprocess.Popen | None = None
 

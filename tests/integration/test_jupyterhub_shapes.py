@@ -4,10 +4,11 @@ A real JupyterHub 6 (PyPI: DummyAuthenticator, systemdspawner, jupyterhub-single
 the container's Debian notebook server) and our hub (`notebook-appliance serve`) are given
 the same state: the same three OS users (an admin, alice with a running server, bob whose
 server was started and stopped), a token each for the admin and alice made by each hub's
-own `token` command, and a group holding alice. Each test then sends one request to both
-and compares the answers: status, media type, and the JSON's keys and types, recursively
-(tests/shapes.py); values only where the shared state or JupyterHub's documentation fixes
-them. A request our hub does not answer yet fails with the list of differences.
+own `token` command, a group holding alice, and an external service with the same token.
+Each test then sends one request to both and compares the answers: status, media type, and
+the JSON's keys and types, recursively (tests/shapes.py); values only where the shared state
+or JupyterHub's documentation fixes them. A request our hub does not answer yet fails with
+the list of differences.
 """
 
 import asyncio
@@ -210,12 +211,14 @@ def pair(tmp_path_factory):
             os_user(name, admins if name == admin else "")
         service_token = secrets.token_hex(32)
         jh = JupyterHub(tmp_path_factory.mktemp("jupyterhub"), admin, {SERVICE: service_token})
-        ours = OurHub(tmp_path_factory.mktemp("ours"), admins)
+        ours = OurHub(tmp_path_factory.mktemp("ours"), admins,
+                      f'[services.{SERVICE}]\napi_token = "{service_token}"\n')
         theirs_side, ours_side = Side("JupyterHub", jh.base), Side("ours", ours.base)
         cleanup.callback(lambda: jh.stop(theirs_side.tokens.get("admin", ""), [alice, bob]))
         cleanup.callback(lambda: ours.stop(ours_side.tokens.get("admin", ""), [alice, bob]))
         jh.start()
         ours.start()
+        theirs_side.tokens["service"] = ours_side.tokens["service"] = service_token
         theirs_side.tokens["admin"] = jh.token(admin)
         ours_side.tokens["admin"] = ours.token(admin)
         # JupyterHub knows only its admin_users until users are added; ours knows every
@@ -312,6 +315,14 @@ async def test_groups(pair):
                    pair.ours.group_created, 201)
             + await compare(pair, "GET", "/hub/api/groups")
             + await compare(pair, "GET", path))
+
+
+async def test_services(pair):
+    # The external service both were configured with (a name and a token): the list (a map
+    # by name), one service, and what its own token is told by GET /user (kind "service").
+    fail_on(await compare(pair, "GET", "/hub/api/services", maps={""})
+            + await compare(pair, "GET", f"/hub/api/services/{SERVICE}")
+            + await compare(pair, "GET", "/hub/api/user", who="service"))
 
 
 async def test_proxy(pair):

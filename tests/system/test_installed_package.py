@@ -7,9 +7,11 @@ software emulation) and nothing here asserts on timings.
 
 import ast
 import asyncio
+import json
 import re
 import time
 import tomllib
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -462,6 +464,57 @@ def test_watchdog_restarts_a_frozen_hub(vm, people, state):
     assert show(vm, unit, "MainPID")["MainPID"] == pid
     assert wait_for("alice's server through the restarted hub", lambda: alice.request(
         "GET", f"/user/{USER1}/api/status")[0] == 200, timeout=120)
+
+
+def fetch_in_vm(url: str) -> str:
+    """A shell command that GETs url inside the VM and prints its status and body."""
+    return ("python3 -c 'import sys, urllib.request, urllib.error\n"
+            "try:\n r = urllib.request.urlopen(sys.argv[1], timeout=10)\n"
+            "except urllib.error.HTTPError as e:\n r = e\n"
+            "except OSError:\n print(0); sys.exit()\n"
+            f"print(r.status); print(r.read().decode())' {url}")
+
+
+def test_a_managed_service_from_the_installed_package(vm, state):
+    """7c. A JupyterHub service in the config, as a sysadmin adds one: the installed hub runs
+    it in its slice with JupyterHub's environment (the API on loopback, where the socket
+    listens) and its own token, which the hub's sandbox let it write and systemctl show never
+    shows; /services/echo/ reaches it; taken out of the config, it is stopped."""
+    need(state, "installed")
+    unit, token_file = "notebook-appliance-service-echo.service", \
+        "/run/notebook-appliance/services/echo.token"
+    vm.copy_in(Path(__file__).parents[1] / "integration" / "echo_service.py",
+               "/usr/local/lib/echo_service.py")
+    vm.ssh(f"cp -p {CONFIG} /root/appliance.toml.before")
+    vm.ssh(f"cat >> {CONFIG}", input='\n[services.echo]\ncommand = ["/usr/bin/python3", '
+           '"/usr/local/lib/echo_service.py"]\nurl = "http://127.0.0.1:10101"\n')
+    try:
+        vm.ssh(f"systemctl restart {HUB}")
+        assert wait_for("the hub to be active", lambda: is_active(vm, HUB) == "active")
+
+        def answer():
+            status, _, body = vm.ssh(fetch_in_vm("http://127.0.0.1:8000/services/echo/env"),
+                                     check=False).stdout.partition("\n")
+            return json.loads(body) if status.strip() == "200" else None
+        seen = wait_for("the service through the hub", answer, timeout=120)
+        print(seen)
+        assert seen["env"]["JUPYTERHUB_API_URL"] in ("http://[::1]:8000/hub/api",
+                                                     "http://127.0.0.1:8000/hub/api")
+        assert seen["whoami"]["kind"] == "service" and seen["whoami"]["name"] == "echo"
+        assert seen["uid"] != 0
+        assert show(vm, unit, "Slice")["Slice"] == "notebook_appliance_services.slice"
+        assert vm.ssh(f"stat -c '%a %U' {token_file}").stdout.split() == ["400", "root"]
+        token = vm.ssh(f"cat {token_file}").stdout.strip()
+        assert len(token) > 20
+        assert token not in vm.ssh(f"systemctl show {unit}").stdout
+        assert token not in vm.ssh(f"journalctl -u {unit} -o verbose --no-pager").stdout
+        assert token not in vm.ssh(f"journalctl -u {HUB} -o verbose --no-pager").stdout
+    finally:
+        vm.ssh(f"cp -p /root/appliance.toml.before {CONFIG}")
+        vm.ssh(f"systemctl restart {HUB}")
+    assert wait_for("the hub to be active", lambda: is_active(vm, HUB) == "active")
+    assert is_active(vm, unit) in ("inactive", "unknown")
+    assert vm.ssh(f"test -e {token_file}", check=False).returncode != 0
 
 
 def test_upgrade_keeps_server_and_config(vm, loop, people, upgrade_deb, state):

@@ -196,7 +196,27 @@ BAD = [
      "spawner.named_servers_limit: expected an integer from 0 to 100, got -1"),
     ("[hubb]\nport = 8000",
      "hubb: unknown section, expected one of: hub, auth, spawner, limits, culler, metrics, "
-     "proxy, profiles, roles"),
+     "proxy, profiles, roles, services"),
+    ("[services.cull]\ncommand = 'c'",
+     "services.cull.command: expected a list of strings (the command line and its arguments), "
+     "got \"c\""),
+    ("[services.cull]\nurl = 'http://10.0.0.1:80'",
+     'services.cull.url: expected "" (no web endpoint), a loopback URL like '
+     '"http://127.0.0.1:10101" or a UNIX socket like "unix:/run/myservice/web.sock", got '
+     '"http://10.0.0.1:80"'),
+    ("[services.'a/b']",
+     "services.\"a/b\": expected a service name of letters, digits, '.', '-' and '_' (up to "
+     "64, starting with a letter or digit)"),
+    ("[services.cull]\nroles = ['nope']",
+     'services.cull.roles: expected roles defined in [roles.*] (or admin), got "nope"'),
+    ("[roles.culler]\nservices = ['nope']",
+     'roles.culler.services: expected services defined in [services.*], got "nope"'),
+    ("[services.cull]\nscopes = ['read:everything']",
+     "services.cull.scopes: expected JupyterHub scopes (Scope 'read:everything' does not "
+     'exist), got ["read:everything"]'),
+    ("[services.cull]\napi_token = 'short'",
+     'services.cull.api_token: expected "" or a token of at least 16 printable ASCII '
+     'characters without blanks (e.g. from `openssl rand -hex 32`), got "short"'),
     ("hub = 3", "hub: expected a table [hub], got 3"),
     ("[auth]\nallowed_groups = 'staff'",
      'auth.allowed_groups: expected a list of group names, got "staff"'),
@@ -242,6 +262,18 @@ def test_bad_value_names_file_and_key(tmp_path, text, message):
     with pytest.raises(ConfigError) as info:
         config.load(path)
     assert str(info.value) == f"{path}: {message}"
+
+
+def test_a_file_with_a_service_token_must_not_be_world_readable(tmp_path):
+    path = write(tmp_path, '[services.ext]\napi_token = "0123456789abcdef0123"\n')
+    path.chmod(0o644)
+    with pytest.raises(ConfigError) as e:
+        config.load(path)
+    assert str(e.value) == (f"{path}: services.ext.api_token: the file holds a token but every "
+                            f"user of this machine can read it; run `chmod o-r {path}` (root "
+                            "reads it)")
+    path.chmod(0o640)
+    assert dict(config.load(path).services)["ext"].api_token == "0123456789abcdef0123"
 
 
 def test_toml_syntax_error_names_file_and_line(tmp_path):

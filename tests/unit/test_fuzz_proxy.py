@@ -33,6 +33,7 @@ from appliance.proxy import (  # noqa: E402
     _request_headers,
     _response_headers,
     _strip_cookies,
+    normalise_service_path,
     normalise_user_path,
 )
 
@@ -108,6 +109,18 @@ def test_a_path_is_refused_or_normalised_to_one_users_prefix(raw):
 def test_a_path_under_bob_never_reaches_another_user(raw):
     result = normalised_or_refused(raw)
     assert isinstance(result, errors.BadRequest) or result[0] == "bob", (raw, result)
+
+
+@fuzz(1500)
+@given(raw_paths(prefix="/services/stats/"))
+def test_a_path_under_a_service_never_reaches_another_or_a_user(raw):
+    try:
+        name, path = normalise_service_path(raw)
+    except errors.BadRequest:
+        return
+    assert name == "stats" and path.startswith("/services/stats/"), (raw, path)
+    assert not {".", ".."} & {unquote(s) for s in path.split("/")}, path
+    assert normalise_service_path(path) == (name, path)
 
 
 # --- request headers -----------------------------------------------------------------------

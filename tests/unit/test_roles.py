@@ -41,3 +41,14 @@ def test_a_token_is_narrowed_to_its_scopes_and_never_beyond_its_owner(tmp_path):
     assert roles.excess("s", student, ["read:servers!user"]) == frozenset()
     assert roles.excess("s", student, ["delete:users"]) == {"delete:users"}
     assert roles.token_scopes("s", student, ["inherit"]) == student
+
+
+def test_a_services_roles_and_scopes(tmp_path):
+    roles = roles_for(tmp_path, '[services.cull]\ncommand = ["c"]\nscopes = ["read:hub"]\n'
+                      '[services.other]\n[roles.culler]\nscopes = ["list:users"]\n'
+                      'services = ["cull"]\n')
+    assert roles.of_service("cull") == ["culler"] and roles.of_service("other") == []
+    held = parse(roles.service_scopes("cull", roles.of_service("cull")))
+    assert held["list:users"] == "*" and held["read:hub"] == "*"
+    assert "access:servers" not in held and "read:users" not in held  # no `self` for them
+    assert roles.service_scopes("other", []) == frozenset()  # as JupyterHub reports it

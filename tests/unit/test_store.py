@@ -168,3 +168,42 @@ async def test_token_scopes_are_kept_and_use_is_the_owners_activity(store):
     assert (await store.get_user("hal")).last_activity is not None
     await store.sync_admin("hal", True)
     assert (await store.get_user("hal")).admin is True
+
+
+async def test_a_services_token_replaces_its_last_and_goes_with_the_service(store, tmp_path):
+    user_token = await store.create_token("bob")
+    first = await store.replace_service_token("cull", "s" * 32, "one")
+    second = await store.replace_service_token("cull", "t" * 32, "two")
+    assert second.id > first.id and second.service == "cull" and second.user is None
+    assert await store.use_token("s" * 32) is None
+    assert (await store.use_token("t" * 32)).service == "cull"
+    assert await store.service_token("cull", "t" * 32) == await store.service_token("cull")
+    assert "t" * 32 not in (tmp_path / "state" / "hub.sqlite").read_bytes().decode("latin-1")
+    assert await store.users_with_credentials() == ["bob"]  # a service is no account
+    assert await store.forget_services(["other"]) == 1
+    assert await store.use_token("t" * 32) is None
+    assert await store.token_user(user_token) == "bob"
+
+
+async def test_a_version_6_database_keeps_its_tokens_and_their_ids(tmp_path):
+    path = tmp_path / "v6.sqlite"
+    old = open_sync(path)
+    token = old.create_token_sync("alice", "kept")
+    gone = old._issue_token("alice", "revoked", None)[1]
+    old.revoke_token_sync(gone.id)
+    db = old._db
+    db.executescript("""
+        CREATE TABLE t6 AS SELECT id, hash, user, note, created, last_used, expires, scopes
+        FROM tokens;""")  # what version 6 held, then the table as version 6 made it
+    db.executescript("DROP TABLE tokens; CREATE TABLE tokens (id INTEGER PRIMARY KEY "
+                     "AUTOINCREMENT, hash TEXT NOT NULL UNIQUE, user TEXT NOT NULL REFERENCES "
+                     "users(name) ON DELETE CASCADE, note TEXT NOT NULL DEFAULT '', created "
+                     "REAL NOT NULL, last_used REAL, expires REAL, scopes TEXT NOT NULL "
+                     "DEFAULT '[\"inherit\"]'); INSERT INTO tokens SELECT * FROM t6; "
+                     "DROP TABLE t6; UPDATE sqlite_sequence SET seq="
+                     f"{gone.id} WHERE name='tokens'; PRAGMA user_version=6;")
+    old._close_sync()
+    new = open_sync(path)
+    assert new._use_token(hash_secret(token)).note == "kept"
+    assert new._issue_token("alice", "next", None)[1].id == gone.id + 1  # never reused
+    new._close_sync()

@@ -1,0 +1,166 @@
+"""JupyterHub services ([services.*]): their tokens, their units, and how to reach them.
+
+A managed service (one with a command) runs as a transient unit in its own slice, started
+when the hub starts, left running (adopted) when the hub restarts and its configuration is
+unchanged, restarted when its configuration changed, stopped when it is taken out of the
+config. Each start gets a fresh token: only its hash is in the store, the token itself in a
+0400 root file that systemd hands to the unit as a credential. An external service's token
+comes from the config. How the units look is serviceunits.py's.
+"""
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+from appliance import serviceunits
+from appliance.config import Config, ProxyConfig, ServiceConfig
+from appliance.errors import SystemdError
+from appliance.store import Store, new_secret
+from appliance.systemd import SERVICE, UNIT, Systemd
+from appliance.upstream import Upstream
+
+log = logging.getLogger(__name__)
+
+#: Tries (0.2 s apart) to start a unit whose stopped predecessor is still loaded.
+UNIT_EXISTS_TRIES = 25
+
+
+class Services:
+    """The configured services of one hub."""
+
+    def __init__(self, cfg: Config, systemd: Systemd, store: Store):
+        self.cfg = cfg
+        self.systemd = systemd
+        self.store = store
+        self.configured: dict[str, ServiceConfig] = dict(cfg.services)
+        self.token_dir = cfg.hub.runtime_dir / "services"
+        self._upstreams: dict[str, Upstream] = {}
+
+    def managed(self) -> dict[str, ServiceConfig]:
+        """The services the hub runs (those with a command)."""
+        return {name: s for name, s in self.configured.items() if s.command}
+
+    async def sync_tokens(self) -> None:
+        """The store holds a token for every external service (the config's) and none for a
+        service no longer configured."""
+        dropped = await self.store.forget_services(list(self.configured))
+        if dropped:
+            log.info("removed %d token(s) of services no longer in the config", dropped)
+        for name, service in self.configured.items():
+            if service.api_token and not service.command:
+                await self.store.replace_service_token(name, service.api_token,
+                                                       "api_token from the config")
+
+    async def start_all(self, api_url: str) -> None:
+        """Stop the units of services taken out of the config, then start (or adopt) every
+        managed one. A service that fails to start is logged and left; the hub goes on."""
+        wanted = {serviceunits.unit_name(name) for name in self.managed()}
+        for unit in await self.systemd.list_units(f"{serviceunits.UNIT_PREFIX}*.service"):
+            if unit not in wanted:
+                log.info("stopping %s: its service is no longer in the config", unit)
+                await self._stop_unit(unit)
+        for name, service in self.managed().items():
+            try:
+                await self.ensure_running(name, service, api_url)
+            except (SystemdError, OSError) as e:
+                log.error("service=%s could not be started: %s (see journalctl -u %s)", name,
+                          e, serviceunits.unit_name(name))
+
+    async def ensure_running(self, name: str, service: ServiceConfig, api_url: str) -> None:
+        """Adopt the service's unit if it runs with this configuration and its token is
+        known; otherwise (re)start it with a fresh token."""
+        unit = serviceunits.unit_name(name)
+        props = serviceunits.properties(name, service, api_url, self.token_file(name))
+        state = await self.systemd.state(unit)
+        if state.running:
+            described = await self.systemd.unit_property(unit, UNIT, "Description")
+            if described == props[0][2] and await self.store.service_token(name):
+                log.info("service=%s adopted its running unit %s", name, unit)
+                return
+            log.info("service=%s restarting %s: its configuration changed", name, unit)
+            await self.systemd.stop(unit)
+        token = service.api_token or new_secret()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, write_token, self.token_file(name), token)
+        await self.store.replace_service_token(name, token, "managed service, made at start")
+        await self._start(unit, props)
+        log.info("service=%s started as %s", name, unit)
+
+    async def _start(self, unit: str, props: list) -> None:
+        """StartTransientUnit; a unit just stopped may still be loaded for a moment (its
+        name taken: UnitExists), so that is waited out."""
+        for attempt in range(UNIT_EXISTS_TRIES):
+            await self.systemd.reset_failed(unit)
+            try:
+                await self.systemd.start_transient(unit, props)
+                return
+            except SystemdError as e:
+                if not e.dbus_name.endswith(".UnitExists") or attempt + 1 == UNIT_EXISTS_TRIES:
+                    raise
+            await asyncio.sleep(0.2)
+
+    async def stop_all(self) -> None:
+        """Stop every managed service's unit (the tests' clean-up; the hub itself leaves
+        them running when it stops, and the package's prerm stops their slice)."""
+        for name in self.managed():
+            await self._stop_unit(serviceunits.unit_name(name))
+
+    async def _stop_unit(self, unit: str) -> None:
+        """Stop a service's unit and remove its token file."""
+        await self.systemd.stop(unit)
+        await self.systemd.reset_failed(unit)
+        name = unit[len(serviceunits.UNIT_PREFIX):-len(".service")]
+        self.token_file(name).unlink(missing_ok=True)
+
+    def token_file(self, name: str) -> Path:
+        """<runtime_dir>/services/<name>.token: the credential systemd loads at each start."""
+        return self.token_dir / f"{name}.token"
+
+    async def main_pid(self, name: str) -> int:
+        """The service's main process id (JupyterHub's model `pid`); 0 when not running."""
+        if name not in self.managed():
+            return 0
+        try:
+            return int(await self.systemd.unit_property(serviceunits.unit_name(name), SERVICE,
+                                                        "MainPID"))
+        except SystemdError:
+            return 0
+
+    def upstream(self, name: str, proxy: ProxyConfig) -> Upstream | None:
+        """Where the proxy reaches the service's url (None: it has none), pooled."""
+        service = self.configured.get(name)
+        if service is None or not service.url:
+            return None
+        if name not in self._upstreams:
+            self._upstreams[name] = service_upstream(name, service.url, proxy)
+        return self._upstreams[name]
+
+    async def close(self) -> None:
+        """Close the proxy's connections to the services (their units keep running)."""
+        for upstream in self._upstreams.values():
+            await upstream.close()
+
+
+def service_upstream(name: str, url: str, proxy: ProxyConfig) -> Upstream:
+    """An Upstream for a service's url: its UNIX socket, or its loopback port. The client's
+    own Authorization goes through (token None): the service authenticates its users."""
+    label = f"service {name}"
+    if url.startswith("unix:"):
+        return Upstream(url[len("unix:"):], None, proxy, label=label)
+    host, _, port = url[len("http://"):].rstrip("/").rpartition(":")
+    host = "127.0.0.1" if host == "localhost" else host.strip("[]")
+    return Upstream("", None, proxy, tcp=(host, int(port)), label=label)
+
+
+def write_token(path: Path, token: str) -> None:
+    """Write a token file, 0400 and root's, replacing any earlier one (never following a
+    link); its directory is root's alone."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o400)
+    try:
+        os.write(fd, token.encode())
+    finally:
+        os.close(fd)
