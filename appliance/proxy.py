@@ -116,7 +116,8 @@ async def relay(request: web.Request, upstream: Upstream, path: str, *,
     query = request.raw_path.partition("?")[2]
     url = URL.build(scheme="http", host="notebook", path=path, query_string=query,
                     encoded=True)
-    headers = _request_headers(request, upstream.token, hub_cookies)
+    headers = _request_headers(request, None if upstream.relay_authorization
+                               else upstream.token, hub_cookies)
     if _is_websocket(request):
         return await _relay_websocket(request, upstream, url, headers,
                                       set() if websockets is None else websockets, touch)
@@ -141,16 +142,20 @@ def _is_websocket(request: web.Request) -> bool:
             and "upgrade" in _connection_tokens(request.headers))
 
 
-def _request_headers(request: web.Request, token: str,
+def _request_headers(request: web.Request, token: str | None,
                      hub_cookies: frozenset[str]) -> CIMultiDict:
-    """Headers for upstream: filtered, with our token, cookies and X-Forwarded-*."""
+    """Headers for upstream: filtered, with our token (None: the client's own Authorization,
+    for a server that checks credentials with the hub itself), cookies and X-Forwarded-*."""
     incoming = request.headers
     drop = _drop_set(incoming, _REQUEST_DROP)
     headers = CIMultiDict((k, v) for k, v in incoming.items() if k.lower() not in drop)
     cookies = _strip_cookies(incoming.getall(hdrs.COOKIE, ()), hub_cookies)
     if cookies:
         headers[hdrs.COOKIE] = cookies
-    headers[hdrs.AUTHORIZATION] = "token " + token
+    if token is not None:
+        headers[hdrs.AUTHORIZATION] = "token " + token
+    elif hdrs.AUTHORIZATION in incoming:
+        headers[hdrs.AUTHORIZATION] = incoming[hdrs.AUTHORIZATION]
     remote = request.remote
     if remote:
         before = incoming.get(hdrs.X_FORWARDED_FOR)

@@ -21,10 +21,16 @@ POOL_WAIT = 30.0
 class Upstream:
     """One user's notebook server reached over its UNIX socket; holds pooled ClientSessions."""
 
-    def __init__(self, socket_path: str, token: str, proxy: ProxyConfig | None = None):
+    def __init__(self, socket_path: str, token: str, proxy: ProxyConfig | None = None, *,
+                 relay_authorization: bool = False):
         proxy = proxy or defaults().proxy
         self.socket_path = socket_path
+        #: The hub's own requests (the culler's, the probe) carry it.
         self.token = token
+        #: Relayed requests carry the client's own Authorization instead of the token
+        #: (jupyterhub-singleuser: it checks credentials with the hub and logs browsers in
+        #: through OAuth itself).
+        self.relay_authorization = relay_authorization
         self.connections = proxy.upstream_connections
         #: proxy.max_message_size: the relay holds websocket messages to it both ways.
         self.max_message_size = proxy.max_message_size

@@ -1,13 +1,13 @@
 """The REST API under /hub/api/, shaped like JupyterHub 5's so existing tools work; one
-module per resource, as JupyterHub's apihandlers/ (users, servers, tokens, groups, hub),
-shared helpers in base. Every endpoint asks for the scope JupyterHub requires for it.
+module per resource, as JupyterHub's apihandlers/ (users, servers, tokens, groups, hub,
+oauth), shared helpers in base. Every endpoint asks for the scope JupyterHub requires for it.
 
 Field names and status codes follow JupyterHub's REST API (docs/source/_static/rest-api.yml).
 """
 
 from aiohttp import web
 
-from appliance.api import groups, hub, servers, tokens, users
+from appliance.api import groups, hub, oauth, servers, tokens, users
 from appliance.api.base import authorize, isoformat, require_identity
 from appliance.api.hub import JUPYTERHUB_API_VERSION
 from appliance.api.servers import api_path, server_model, start_spawn
@@ -24,3 +24,4 @@ def setup(app: web.Application) -> None:
     tokens.setup(app)
     groups.setup(app)
     hub.setup(app)
+    oauth.setup(app)
