@@ -135,6 +135,9 @@ async def start_hub(hub_config):
         server = TestServer(build_app(cfg or hub_config()), host="127.0.0.1")
         await server.start_server()
         servers.append(server)
+        # Servers reach the hub's API where this test server listens (serve() does the same
+        # with the socket it binds).
+        server.app["spawner"].hub_url = f"http://127.0.0.1:{server.port}"
         return server
 
     yield _start
