@@ -101,12 +101,16 @@ async def test_server_secret_is_not_visible_to_other_users(start_hub, make_user)
     pid = await hub.app["spawner"].systemd.unit_property(server.unit, SERVICE, "MainPID")
     with open(f"/proc/{pid}/cmdline", "rb") as f:
         assert server.token.encode() not in f.read()
+    # The server has it as $JUPYTERHUB_API_TOKEN (JupyterHub's tools read it there, put by
+    # secretenv.py from the file), which only alice (and root) can read in /proc.
     with open(f"/proc/{pid}/environ", "rb") as f:
-        assert server.token.encode() not in f.read()
-    # bob can neither read the token file nor connect to alice's socket.
+        assert f"JUPYTERHUB_API_TOKEN={server.token}".encode() in f.read()
+    # bob can neither read the token file nor alice's server's environment, nor connect to
+    # alice's socket.
     probe = ("import socket,sys; s=socket.socket(socket.AF_UNIX);"
              f"s.connect({str(server.paths.socket)!r})")
-    for argv in (["cat", str(server.paths.token_file)], ["python3", "-c", probe]):
+    for argv in (["cat", str(server.paths.token_file)], ["cat", f"/proc/{pid}/environ"],
+                 ["python3", "-c", probe]):
         denied = subprocess.run(["runuser", "-u", bob.name, "--", *argv], capture_output=True)
         assert denied.returncode != 0
     assert os.stat(server.paths.directory).st_mode & 0o777 == 0o700
