@@ -144,6 +144,19 @@ async def test_api_token_spawn_and_restart_adopts_without_respawn(start_hub, hub
     systemd2 = hub2.app["spawner"].systemd
     assert await systemd2.unit_property(unit, SERVICE, "MainPID") == pid
     assert await systemd2.unit_property(unit, UNIT, "InvocationID") == invocation
+    # The adopted server is an OAuth client of the new hub again, and its token (derived
+    # from the hub's secret: the same one its process holds) still works.
+    server = hub2.app["spawner"].get(alice.name)
+    assert hub2.app["oauth_clients"].get(f"jupyterhub-user-{alice.name}") is not None
+    async with Browser(hub2, token=server.token) as own:
+        async with own.request("GET", "/hub/api/user") as r:
+            assert (await r.json())["name"] == alice.name
+    # Stopped, both are gone.
+    await hub2.app["spawner"].stop(alice.name)
+    assert hub2.app["oauth_clients"].get(f"jupyterhub-user-{alice.name}") is None
+    async with Browser(hub2, token=server.token) as own:
+        async with own.request("GET", "/hub/api/user") as r:
+            assert r.status == 403
 
 
 async def test_python_m_jupyter_server_works_as_the_command(start_hub, hub_config, make_user):
