@@ -233,9 +233,10 @@ def redirect_target(client: Client, redirect_uri: str | None) -> str:
 
 
 def with_query(uri: str, params: dict[str, str]) -> str:
-    """uri with params added to its query (RFC 6749 §4.1.2: the code and state)."""
+    """uri with params added to its query (RFC 6749 §4.1.2: the code and state). A state
+    byte that is not UTF-8 (aiohttp hands it over as a lone surrogate) goes back as it came."""
     parts = urlsplit(uri)
-    query = "&".join(filter(None, [parts.query, urlencode(params)]))
+    query = "&".join(filter(None, [parts.query, urlencode(params, errors="surrogateescape")]))
     return urlunsplit(parts._replace(query=query))
 
 

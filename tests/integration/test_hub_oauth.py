@@ -185,6 +185,10 @@ async def test_a_second_login_skips_the_confirmation_and_logout_ends_the_token(
         assert status == 200 and any("oauth_callback?code=" in u for u in seen)
         tokens = await hub.app["store"].list_tokens(alice.name)
         assert [t.client for t in tokens] == ["service-whoami", "service-whoami"]
+        async with b.request("GET", f"/hub/api/users/{alice.name}/tokens") as r:
+            listed = (await r.json())["api_tokens"]
+        assert [t["oauth_client"] for t in listed] == ["Service whoami"] * 2
+        assert all("access:services!service=whoami" in t["scopes"] for t in listed)
         async with b.request("POST", "/hub/logout", data={"_xsrf": b.xsrf}) as r:
             assert r.status in (200, 302, 303)
         # The token issued in that session is revoked with it; the first browser's stays.

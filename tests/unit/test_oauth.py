@@ -73,6 +73,7 @@ def test_a_given_redirect_uri_must_be_the_clients_own():
 def test_with_query_keeps_an_existing_query():
     assert oauth.with_query("/cb", {"code": "x y", "state": "s"}) == "/cb?code=x+y&state=s"
     assert oauth.with_query("https://h/cb?a=1", {"code": "c"}) == "https://h/cb?a=1&code=c"
+    assert oauth.with_query("/cb", {"state": "\udcff"}) == "/cb?state=%FF"
 
 
 def test_client_authentication():
