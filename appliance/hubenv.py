@@ -1,5 +1,6 @@
-"""JupyterHub's side of a user's server: the environment its Spawner.get_env gives, the scopes
-of the server's API token, and whether the command does JupyterHub's OAuth itself.
+"""JupyterHub's side of a user's server: the names JupyterHub gives OAuth clients and their
+access scopes, the environment its Spawner.get_env gives, the scopes of the server's API token,
+and whether the command does JupyterHub's OAuth itself.
 
 Pure data (no I/O): units.py puts the environment in the unit (the token travels as a file,
 through secretenv.py), the spawner keeps the token and the OAuth client (oauth.py).
@@ -9,8 +10,6 @@ import json
 from pathlib import PurePosixPath
 from urllib.parse import quote
 
-from appliance import oauth
-
 #: The variable that carries a server's API token (read from its 0400 file by secretenv.py).
 TOKEN_VARIABLE = "JUPYTERHUB_API_TOKEN"
 #: jupyter_server takes --sock only with its default port (serverapp.py: "Options --port and
@@ -18,6 +17,27 @@ TOKEN_VARIABLE = "JUPYTERHUB_API_TOKEN"
 #: $JUPYTERHUB_SERVICE_URL: so that URL names this port, and the server listens on its
 #: socket (jupyter_config.py), which is where the hub's proxy reaches it.
 JUPYTER_DEFAULT_PORT = 8888
+
+
+def server_client_id(user: str, server: str = "") -> str:
+    """JupyterHub's client id of a user's server (user.py: quoted, as it names a cookie)."""
+    client_id = f"jupyterhub-user-{quote(user)}"
+    return f"{client_id}-{quote(server)}" if server else client_id
+
+
+def service_client_id(name: str) -> str:
+    """JupyterHub's default client id of a service (Service.oauth_client_id)."""
+    return f"service-{name}"
+
+
+def server_access_scope(user: str, server: str = "") -> str:
+    """The scope that opens a user's server (JupyterHub's access_scopes of its client)."""
+    return f"access:servers!server={user}/{server}"
+
+
+def service_access_scope(name: str) -> str:
+    """The scope that opens a service."""
+    return f"access:services!service={name}"
 
 
 def speaks_hub_oauth(command: tuple[str, ...]) -> bool:
@@ -35,12 +55,12 @@ def speaks_hub_oauth(command: tuple[str, ...]) -> bool:
 def server_token_scopes(user: str, server: str = "") -> tuple[str, ...]:
     """JupyterHub's `server` role with its filters resolved (user.py, spawn): report the
     user's activity and open this server; the token identifies its user as any does."""
-    return (f"users:activity!user={user}", oauth.server_access_scope(user, server))
+    return (f"users:activity!user={user}", server_access_scope(user, server))
 
 
 def access_scopes(user: str, server: str = "") -> list[str]:
     """Who may open the server (Spawner.oauth_access_scopes)."""
-    return [oauth.server_access_scope(user, server), f"access:servers!user={user}"]
+    return [server_access_scope(user, server), f"access:servers!user={user}"]
 
 
 def environment(user: str, server: str, prefix: str, hub_url: str) -> dict[str, str]:
@@ -50,7 +70,7 @@ def environment(user: str, server: str, prefix: str, hub_url: str) -> dict[str, 
     api_url = hub_url.rstrip("/") + "/hub/api"
     scopes = json.dumps(access_scopes(user, server))
     return {
-        "JUPYTERHUB_CLIENT_ID": oauth.server_client_id(user, server),
+        "JUPYTERHUB_CLIENT_ID": server_client_id(user, server),
         # Empty: the hub's pages are on the same origin as the servers (no subdomains).
         "JUPYTERHUB_HOST": "",
         "JUPYTERHUB_COOKIE_HOST_PREFIX_ENABLED": "0",

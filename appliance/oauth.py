@@ -7,12 +7,16 @@ oauth_callback`, a service is `service-<name>` with `/services/<name>/oauth_call
 client's secret is its API token. The endpoints (api/oauth.py) run the authorization-code flow
 (RFC 6749 §4.1, with PKCE, RFC 7636) on what is kept here.
 
-To register a client (the spawner does for servers; the services code does for services):
+To register a client (the spawner does for servers; the services code does for services;
+JupyterHub's names are in hubenv.py):
 
     app["oauth_clients"].register_client(
         "service-whoami", api_token, "/services/whoami/oauth_callback", "Service whoami")
 
-and `unregister(client_id)` when it goes away. Clients and codes live in memory: servers and
+(keywords: service=<name> when the id is not `service-<name>`, no_confirm=True for
+JupyterHub's oauth_no_confirm, allowed_scopes=[...] for its oauth_client_allowed_scopes), and
+`unregister(client_id)` when it goes away. Users need access:services!service=<name> (a
+[roles.*] table) to be let through, as in JupyterHub. Clients and codes live in memory: servers and
 services register again whenever the hub starts (adoption, the configuration), and a code
 lives five minutes, so a restart costs at most one login in flight. Secrets and codes are kept
 hashed; codes are single-use.
@@ -25,10 +29,11 @@ import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from appliance import scopes
 from appliance.errors import ApplianceError
+from appliance.hubenv import server_access_scope, service_access_scope
 from appliance.store import hash_secret
 
 #: How long an authorization code may be exchanged (JupyterHub: 5 minutes).
@@ -40,27 +45,6 @@ AUTHORIZE_PATH = "/hub/api/oauth2/authorize"
 TOKEN_PATH = "/hub/api/oauth2/token"
 #: JupyterHub's own client id: tokens the hub issued itself.
 HUB_CLIENT = "jupyterhub"
-
-
-def server_client_id(user: str, server: str = "") -> str:
-    """JupyterHub's client id of a user's server (user.py: quoted, as it names a cookie)."""
-    client_id = f"jupyterhub-user-{quote(user)}"
-    return f"{client_id}-{quote(server)}" if server else client_id
-
-
-def service_client_id(name: str) -> str:
-    """JupyterHub's default client id of a service (Service.oauth_client_id)."""
-    return f"service-{name}"
-
-
-def server_access_scope(user: str, server: str = "") -> str:
-    """The scope that opens a user's server (JupyterHub's access_scopes of its client)."""
-    return f"access:servers!server={user}/{server}"
-
-
-def service_access_scope(name: str) -> str:
-    """The scope that opens a service."""
-    return f"access:services!service={name}"
 
 
 class OAuthError(ApplianceError):

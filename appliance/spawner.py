@@ -433,12 +433,12 @@ class Spawner:
         await self.store.ensure_token(server.user, server.token, description,
                                       hubenv.server_token_scopes(server.user, server.name))
         self.oauth_clients.register_client(
-            oauth.server_client_id(server.user, server.name), server.token,
+            hubenv.server_client_id(server.user, server.name), server.token,
             server.url + "oauth_callback", description, server=(server.user, server.name))
 
     async def _revoke(self, server: Server) -> None:
         """A stopped server's token and OAuth client are gone."""
-        self.oauth_clients.unregister(oauth.server_client_id(server.user, server.name))
+        self.oauth_clients.unregister(hubenv.server_client_id(server.user, server.name))
         if server.token:
             await self.store.delete_token(server.token)
 

@@ -20,11 +20,11 @@ class Clock:
 
 
 def test_client_ids_are_jupyterhubs():
-    assert oauth.server_client_id("alice") == "jupyterhub-user-alice"
-    assert oauth.server_client_id("alice", "lab") == "jupyterhub-user-alice-lab"
+    assert hubenv.server_client_id("alice") == "jupyterhub-user-alice"
+    assert hubenv.server_client_id("alice", "lab") == "jupyterhub-user-alice-lab"
     # Quoted as JupyterHub's user.py quotes them (the id names a cookie).
-    assert oauth.server_client_id("a b@c") == "jupyterhub-user-a%20b%40c"
-    assert oauth.service_client_id("whoami") == "service-whoami"
+    assert hubenv.server_client_id("a b@c") == "jupyterhub-user-a%20b%40c"
+    assert hubenv.service_client_id("whoami") == "service-whoami"
 
 
 def test_access_scopes_and_the_server_tokens_scopes():
