@@ -189,6 +189,8 @@ async def test_a_second_login_skips_the_confirmation_and_logout_ends_the_token(
             listed = (await r.json())["api_tokens"]
         assert [t["oauth_client"] for t in listed] == ["Service whoami"] * 2
         assert all("access:services!service=whoami" in t["scopes"] for t in listed)
+        async with b.request("GET", "/hub/token") as r:  # the token page says whose they are
+            assert (await r.text()).count("OAuth login to Service whoami") == 2
         async with b.request("POST", "/hub/logout", data={"_xsrf": b.xsrf}) as r:
             assert r.status in (200, 302, 303)
         # The token issued in that session is revoked with it; the first browser's stays.

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance import config, profiles, units
+from appliance import config, hubenv, profiles, units
 from appliance.spawner import exit_reason
 from appliance.systemd import escape_unit_part, unit_name_from_path, unit_object_path
 
@@ -220,3 +220,15 @@ def test_kernels_use_unix_sockets_in_the_units_own_tmp(tmp_path):
     # No private /tmp without the sandbox: the private run directory and TCP, as Jupyter's.
     assert env["JUPYTER_RUNTIME_DIR"] == str(PATHS.directory / "runtime")
     assert "APPLIANCE_KERNEL_TRANSPORT" not in env
+
+
+def test_a_named_servers_jupyterhub_names():
+    env = hubenv.environment("alice", "lab", "/user/alice/lab/", "http://127.0.0.1:8000")
+    assert env["JUPYTERHUB_CLIENT_ID"] == "jupyterhub-user-alice-lab"
+    assert env["JUPYTERHUB_SERVER_NAME"] == "lab"
+    assert env["JUPYTERHUB_OAUTH_CALLBACK_URL"] == "/user/alice/lab/oauth_callback"
+    assert env["JUPYTERHUB_SERVICE_PREFIX"] == "/user/alice/lab/"
+    # jupyter_server takes its --sock only with the default port, which this URL names.
+    assert env["JUPYTERHUB_SERVICE_URL"] == "http://127.0.0.1:8888/user/alice/lab/"
+    assert hubenv.server_token_scopes("alice", "lab") == (
+        "users:activity!user=alice", "access:servers!server=alice/lab")
