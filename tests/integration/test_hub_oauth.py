@@ -132,11 +132,12 @@ async def follow(browser: Browser, path: str, seen: list[str]) -> tuple[int, str
     raise AssertionError(f"redirect loop: {seen}")
 
 
-async def visit(browser: Browser, confirm: bool) -> tuple[int, str, list[str]]:
-    """Open the service; press Authorize on the confirmation page when it shows (it must
-    show exactly when confirm); the final status, body and the URLs passed."""
+async def visit(browser: Browser, confirm: bool,
+                start: str = PREFIX) -> tuple[int, str, list[str]]:
+    """Open the service (or start there); press Authorize on the confirmation page when it
+    shows (it must show exactly when confirm); the final status, body and the URLs passed."""
     seen: list[str] = []
-    status, body = await follow(browser, PREFIX, seen)
+    status, body = await follow(browser, start, seen)
     if 'id="oauth-authorize"' in body:
         assert confirm, f"asked to confirm again: {seen}"
         action = unescape(re.search(r'action="([^"]+)" id="oauth-authorize"', body).group(1))
@@ -233,3 +234,20 @@ async def test_the_token_endpoint_refuses_a_wrong_secret_and_a_replayed_code(
         # An unknown client is refused the same way.
         async with b.request("GET", authorize.replace("service-whoami", "service-x")) as r:
             assert r.status == 400
+
+
+async def test_a_visitor_logs_in_on_the_way_and_lands_on_the_service(hub_with_whoami):
+    hub, alice, _, _, _ = hub_with_whoami
+    async with Browser(hub) as b:
+        seen: list[str] = []
+        status, body = await follow(b, PREFIX, seen)
+        assert status == 200 and seen[-1].startswith("/hub/login?next="), seen
+        target = unescape(re.search(r'name="next" value="([^"]*)"', body).group(1))
+        assert target.startswith("/hub/api/oauth2/authorize?client_id=service-whoami")
+        async with b.request("POST", "/hub/login", data={
+                "_xsrf": b.xsrf, "username": alice.name, "password": alice.password,
+                "next": target}) as r:
+            assert r.status == 302 and r.headers["Location"] == target
+        status, body, seen = await visit(b, confirm=True, start=target)
+        assert status == 200 and json.loads(body)["name"] == alice.name
+        assert seen[-1] == PREFIX, seen  # back where the visit began (the state's next)
