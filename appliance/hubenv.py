@@ -92,6 +92,18 @@ def environment(user: str, server: str, prefix: str, hub_url: str) -> dict[str, 
     }
 
 
+def server_facts(default_url: str, memory: int, cpu: float,
+                 admin_access: bool) -> dict[str, str]:
+    """The rest of Spawner.get_env: the first page, the limits (for extensions such as
+    jupyter-resource-usage: MEM_LIMIT in bytes, CPU_LIMIT in cores) and whether admins may
+    open the server."""
+    env = {"JUPYTERHUB_DEFAULT_URL": default_url, "MEM_LIMIT": str(memory),
+           "CPU_LIMIT": f"{cpu:g}"}
+    if admin_access:
+        env["JUPYTERHUB_ADMIN_ACCESS"] = "1"
+    return env
+
+
 def hub_url(listen: str, port: int, tls: bool) -> str:
     """Where a server on this machine reaches the hub listening on listen:port: loopback
     when it listens on every address (or on loopback), else that address."""

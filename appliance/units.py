@@ -107,8 +107,7 @@ def unit_properties(cfg: Config, profile: Profile, owner: Owner, paths: ServerPa
         ("ExecStart", "a(sasb)", [[argv[0], argv, False]]),
         ("Environment", "as", environment(profile, owner, paths, url,
                                           private_tmp=cfg.spawner.hardening)
-         + [f"{k}={v}" for k, v in hubenv.environment(owner.name, server, url,
-                                                      hub_url).items()]),
+         + jupyterhub_environment(cfg, profile, owner.name, server, url, hub_url)),
         ("Slice", "s", cfg.spawner.slice),
         ("TimeoutStopUSec", "t", int(cfg.spawner.stop_timeout * 1e6)),
     ]
@@ -149,6 +148,16 @@ def environment(profile: Profile, owner: Owner, paths: ServerPaths, url: str,
     if not profile.debugger:
         env["PYTHONPATH"] = ":".join(filter(None, (str(WITHOUT_DEBUGGER),
                                                    env.get("PYTHONPATH"))))
+    return [f"{k}={v}" for k, v in env.items()]
+
+
+def jupyterhub_environment(cfg: Config, profile: Profile, user: str, server: str, url: str,
+                           hub_url: str) -> list[str]:
+    """JupyterHub's variables (Spawner.get_env, hubenv.py), after the profile's own: they
+    win. The token is not among them (secretenv.py adds it as the server starts)."""
+    env = {**hubenv.environment(user, server, url, hub_url),
+           **hubenv.server_facts(profile.default_url, profile.memory, profile.cpu,
+                                 cfg.auth.admin_access)}
     return [f"{k}={v}" for k, v in env.items()]
 
 

@@ -63,6 +63,9 @@ def test_jupyterhubs_environment_without_the_token():
     assert env["JUPYTERHUB_OAUTH_ACCESS_SCOPES"] == (
         '["access:servers!server=alice/", "access:servers!user=alice"]')
     assert "JUPYTERHUB_API_TOKEN" not in env
+    assert env["MEM_LIMIT"] == str(2**30) and env["CPU_LIMIT"] == "1"
+    assert env["JUPYTERHUB_DEFAULT_URL"] == "/tree"
+    assert "JUPYTERHUB_ADMIN_ACCESS" not in env  # auth.admin_access is off by default
     assert "APPLIANCE_HUB_OAUTH" not in env  # jupyter-notebook: the hub logs browsers in
 
 
