@@ -318,6 +318,12 @@ class Store:
                                "AND host=?", hash_secret(secret), time.time(), host)
         return rows[0][0] if rows else None
 
+    async def session_live(self, digest: str) -> bool:
+        """Whether the session with this hash is still live (not ended, not expired)."""
+        rows = await self._run(self._q, "SELECT 1 FROM sessions WHERE hash=? AND expires>?",
+                               digest, time.time())
+        return bool(rows)
+
     async def delete_session(self, secret: str) -> list[str]:
         """End a session (logout), and revoke the OAuth tokens issued in it (JupyterHub's
         logout does); the hashes those tokens had."""

@@ -145,6 +145,9 @@ async def token(request: web.Request) -> web.Response:
         await request.app["identities"].owner_scopes(grant.user)
     except NotFound:
         raise OAuthError("invalid_grant", "The user may no longer log in.") from None
+    if grant.session and not await request.app["store"].session_live(grant.session):
+        # Logged out meanwhile: a token bound to that session would outlive the logout.
+        raise OAuthError("invalid_grant", "The login that authorized this has ended.")
     lifetime = request.app["config"].hub.session_max_age
     secret, record = await request.app["store"].issue_token(
         grant.user, "", lifetime, tuple(sorted(grant.scopes)), client=client.client_id,

@@ -228,6 +228,15 @@ async def test_the_token_endpoint_refuses_a_wrong_secret_and_a_replayed_code(
         async with b.request("POST", "/hub/api/oauth2/token",
                              data={**form, "client_secret": secret}) as r:
             assert r.status == 400 and (await r.json())["error"] == "invalid_grant"
+        # A code whose login has ended meanwhile gets no token.
+        async with b.request("GET", authorize) as r:
+            code = re.search(r"code=([^&]+)", r.headers["Location"]).group(1)
+        async with b.request("POST", "/hub/logout", data={"_xsrf": b.xsrf}) as r:
+            assert r.status in (200, 302, 303)
+        async with b.request("POST", "/hub/api/oauth2/token",
+                             data={**form, "code": code, "client_secret": secret}) as r:
+            assert r.status == 400 and (await r.json())["error"] == "invalid_grant"
+        await b.login(alice.name, alice.password)
         # A wrong redirect URI on the authorization is shown by the hub, never followed.
         async with b.request("GET", authorize.replace("oauth_callback", "elsewhere")) as r:
             assert r.status == 400

@@ -184,7 +184,9 @@ async def test_oauth_tokens_name_their_client_and_end_with_their_session(store):
     assert await store.client_scopes("ann", "service-b") == []
     # Logging out revokes the tokens issued in that session (their hashes come back, for
     # the identity cache), and only those.
+    assert await store.session_live(hash_secret(session))
     assert await store.delete_session(session) == [hash_secret(secret)]
+    assert not await store.session_live(hash_secret(session))
     assert await store.use_token(secret) is None
     assert await store.use_token(kept) is not None
 
