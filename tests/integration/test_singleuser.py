@@ -137,3 +137,43 @@ async def test_lab_through_the_oauth_dance_runs_a_cell_and_reports_activity(
     async with Browser(hub, token=cli(cfg, "token", alice.name)) as api:
         async with api.request("GET", f"/hub/api/users/{alice.name}") as r:
             assert (await r.json())["servers"][""]["last_activity"] is not None
+
+
+async def test_a_profiles_named_singleuser_server_beside_a_plain_notebook(
+        start_hub, hub_config, make_user):
+    """A profile's command (the default stays jupyter-notebook): a named jupyterhub-singleuser
+    server is the client jupyterhub-user-<name>-<server> and logs its browser in itself,
+    while the user's default jupyter-notebook is still reached with the hub's token."""
+    alice = make_user()
+    cfg = hub_config(spawner={"named_servers_limit": 1},
+                     **{"profiles.classic": {"description": "Notebook", "default": True},
+                        "profiles.lab": {"description": "Lab", "command": [str(SINGLEUSER)],
+                                         "default_url": "/lab"}})
+    hub = await start_hub(cfg)
+    async with Browser(hub) as b:
+        await b.login(alice.name, alice.password)
+        for path, body in ((f"/hub/api/users/{alice.name}/server", {}),
+                           (f"/hub/api/users/{alice.name}/servers/work", {"profile": "lab"})):
+            async with b.request("POST", path, json=body,
+                                 headers={"X-XSRFToken": b.xsrf}) as r:
+                assert r.status in (201, 202), await r.text()
+        for server in ("", "work"):
+            events = await b.progress(alice.name, server)
+            assert events[-1].get("ready"), (server, events,
+                                             journal(units.unit_name(alice.name, server)))
+        # The plain notebook: the hub hands it its token, no login of its own.
+        assert await b.execute(alice.name, "6*7") == "42"
+        seen, path = [], f"/user/{alice.name}/work/lab"
+        for _ in range(10):
+            seen.append(path)
+            async with b.request("GET", path) as r:
+                await r.read()
+                if r.status != 302:
+                    break
+                path = r.headers["Location"]
+        assert r.status == 200 and "JupyterLab" in await r.text(), (r.status, seen)
+        assert seen[1].startswith("/hub/api/oauth2/authorize?client_id=jupyterhub-user-"
+                                  f"{alice.name}-work&"), seen
+        assert seen[2].startswith(f"/user/{alice.name}/work/oauth_callback?code="), seen
+    clients = {t.client for t in await hub.app["store"].list_tokens(alice.name)}
+    assert f"jupyterhub-user-{alice.name}-work" in clients, clients
