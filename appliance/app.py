@@ -9,6 +9,7 @@ import logging
 import os
 import secrets
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 from aiohttp import web
@@ -21,6 +22,7 @@ from appliance import (
     culler,
     firstlogin,
     metrics,
+    oauth,
     origins,
     pages,
     periodic,
@@ -36,6 +38,7 @@ from appliance.auth import Authenticator
 from appliance.clientaddr import is_loopback
 from appliance.config import Config
 from appliance.errors import ApplianceError, Forbidden, NotFound
+from appliance.events import Event, Kind
 from appliance.groups import Groups
 from appliance.identity import Identities, same_origin
 from appliance.roles import Roles
@@ -60,6 +63,9 @@ def build_app(cfg: Config, middlewares: Sequence = ()) -> web.Application:
     app["config"] = cfg
     app["handoffs"] = origins.Handoffs()
     app["first_logins"] = firstlogin.FirstLogins()
+    #: The hub's OAuth clients (servers, services) and their codes: oauth.py says how to
+    #: register one.
+    app["oauth_clients"] = oauth.Clients()
     #: Where students reach the hub (net.py), filled in by serve() once it listens.
     app["urls"] = []
     app.cleanup_ctx.append(_store_ctx)
@@ -114,11 +120,19 @@ async def _spawner_ctx(app: web.Application):
     loop = asyncio.get_running_loop()
     app["profiles"] = await loop.run_in_executor(None, profiles.load, cfg)
     app["spawner"] = spawner = Spawner(cfg, systemd, app["store"], app["secret"],
-                                       app["profiles"])
+                                       app["profiles"], app["oauth_clients"])
     app["systemd"] = systemd
+    spawner.subscribe(partial(_forget_stopped, app["identities"]))
     yield
     await spawner.close()
     await systemd.close()
+
+
+def _forget_stopped(identities: Identities, event: Event) -> None:
+    """A stopped server's token was deleted (spawner._revoke): its cached identity goes too,
+    so it is refused from the next request on."""
+    if event.kind == Kind.STOPPED:
+        identities.forget_user(event.server.user)
 
 
 async def _services_ctx(app: web.Application):
@@ -151,8 +165,9 @@ def load_secret(path: Path) -> bytes:
 
 
 def wants_json(request: web.Request) -> bool:
-    """True for API clients: /hub/api/ paths, tokens, or no HTML in Accept."""
-    if request.path.startswith("/hub/api"):
+    """True for API clients: /hub/api/ paths (but OAuth's authorization page, which
+    browsers open), tokens, or no HTML in Accept."""
+    if request.path.startswith("/hub/api") and request.path != oauth.AUTHORIZE_PATH:
         return True
     if request.headers.get("Authorization"):
         return True
@@ -218,7 +233,8 @@ async def error_middleware(request: web.Request, handler):
         return await handler(request)
     except ApplianceError as e:
         if e.status < 500:
-            response = error_response(request, e.status, e.user_message)
+            response = error_response(request, e.status, e.user_message,
+                                      extra=oauth_fields(e))
         else:
             response = incident(request, e.status, e, e.user_message if e.written_for_people
                                 else HUB_FAULT)
@@ -250,11 +266,19 @@ def incident(request: web.Request, status: int, error: Exception,
                           f"--grep {incident_id}).", incident=incident_id)
 
 
+def oauth_fields(error: ApplianceError) -> dict:
+    """An OAuth error's fields as RFC 6749 §5.2 names them (HubOAuth reads
+    error_description), beside JupyterHub's status and message; none for other errors."""
+    if isinstance(error, oauth.OAuthError):
+        return {"error": error.error, "error_description": error.description}
+    return {}
+
+
 def error_response(request: web.Request, status: int, message: str,
-                   incident: str = "") -> web.Response:
+                   incident: str = "", extra: dict | None = None) -> web.Response:
     """A JupyterHub-shaped JSON error (with the incident id of a 5xx), or the HTML page."""
     if wants_json(request):
-        body = {"status": status, "message": message}
+        body = {"status": status, "message": message, **(extra or {})}
         if incident:
             body["incident"] = incident
         return web.json_response(body, status=status)

@@ -178,10 +178,11 @@ class Identities:
         return await self.store.create_session(name, self.session_max_age, host)
 
     async def end_session(self, secret: str, name: str | None = None) -> None:
-        """Logout: delete the session, and name's sessions on users' hosts, and forget them
-        in the cache."""
+        """Logout: delete the session (and the OAuth tokens issued in it), and name's
+        sessions on users' hosts, and forget them in the cache."""
         self._cache.pop(hash_secret(secret), None)
-        await self.store.delete_session(secret)
+        for digest in await self.store.delete_session(secret):
+            self._cache.pop(digest, None)  # the cache's key of a token is the store's hash
         if name is not None:
             await self.store.end_host_sessions_of(name)
             self.forget_user(name)

@@ -122,7 +122,8 @@ async def relay(request: web.Request, upstream: Upstream, path: str, *,
     query = request.raw_path.partition("?")[2]
     url = URL.build(scheme="http", host="notebook", path=path, query_string=query,
                     encoded=True)
-    headers = _request_headers(request, upstream.token, hub_cookies)
+    headers = _request_headers(request, None if upstream.relay_authorization
+                               else upstream.token, hub_cookies)
     if _is_websocket(request):
         return await _relay_websocket(request, upstream, url, headers,
                                       set() if websockets is None else websockets, touch)
@@ -150,7 +151,8 @@ def _is_websocket(request: web.Request) -> bool:
 def _request_headers(request: web.Request, token: str | None,
                      hub_cookies: frozenset[str]) -> CIMultiDict:
     """Headers for upstream: filtered, with our token (None: the client's own Authorization,
-    for a service), cookies and X-Forwarded-*."""
+    for a service or a server that checks credentials with the hub itself), cookies and
+    X-Forwarded-*."""
     incoming = request.headers
     drop = _drop_set(incoming, _REQUEST_DROP)
     headers = CIMultiDict((k, v) for k, v in incoming.items() if k.lower() not in drop)

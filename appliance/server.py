@@ -11,7 +11,7 @@ import weakref
 
 from aiohttp import web
 
-from appliance import net, serviceunits
+from appliance import hubenv, net
 from appliance.app import build_app
 from appliance.config import Config
 from appliance.connections import ConnectionGuard
@@ -99,6 +99,16 @@ def listening_sockets(cfg: Config) -> list[socket.socket]:
     sock = bound_socket(cfg.hub.listen, cfg.hub.port)
     log.info("hub listening on %s:%s", cfg.hub.listen, cfg.hub.port)
     return [sock]
+
+
+def servers_hub_url(listeners: list[socket.socket], tls: bool, default: str) -> str:
+    """Where servers and services reach the hub (JUPYTERHUB_API_URL): the first TCP socket it
+    listens on (a socket-activated port may differ from hub.port); default when there is none."""
+    for sock in listeners:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            address, port = sock.getsockname()[:2]
+            return hubenv.hub_url(address, port, tls)
+    return default
 
 
 def bound_socket(address: str, port: int) -> socket.socket:
@@ -222,11 +232,12 @@ async def serve(cfg: Config) -> None:
     gc.freeze()
     # Bound only now, as the hub is about to answer (a bound socket accepts connections).
     drain.listeners = listening_sockets(cfg)
+    app["spawner"].hub_url = servers_hub_url(drain.listeners, tls is not None,
+                                             app["spawner"].hub_url)
     await start_sites(runner, drain.listeners, tls, guard)
     app["urls"][:] = await reachable_at(drain.listeners, tls is not None)
     # Services are told where the hub's API is, so they start once it listens.
-    await app["services"].start_all(serviceunits.api_url(drain.listeners[0].getsockname(),
-                                                         tls is not None))
+    await app["services"].start_all(app["spawner"].hub_url + "/hub/api")
     redirect = await start_redirect(cfg, guard)
     notifier.ready(await status_line(app))
     stop = asyncio.Event()

@@ -130,13 +130,3 @@ def fingerprint(props: list[Property]) -> str:
     """A short digest of the properties (never of the token, which is not among them)."""
     text = json.dumps(props, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def api_url(address: tuple, tls: bool) -> str:
-    """The hub's API as a service on this machine reaches it, from the listening socket's
-    address: loopback when the hub listens on every address (JupyterHub's hub.connect_ip)."""
-    host, port = address[0], address[1]
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{'https' if tls else 'http'}://{host}:{port}/hub/api"

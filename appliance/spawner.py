@@ -12,7 +12,7 @@ import signal
 import time
 from functools import partial
 
-from appliance import capacity, cgroups, profiles, rundir, units
+from appliance import capacity, cgroups, hubenv, oauth, profiles, rundir, units
 from appliance.auth import MAX_UNIT_NAME
 from appliance.config import Config, format_size
 from appliance.errors import BadRequest, Conflict, SpawnError, SystemdError
@@ -36,12 +36,18 @@ class Spawner:
     """All servers of the hub, keyed by (user, server name); "" is a user's default server."""
 
     def __init__(self, cfg: Config, systemd: Systemd, store: Store, secret: bytes,
-                 profiles: tuple[Profile, ...]):
+                 profiles: tuple[Profile, ...], oauth_clients: oauth.Clients | None = None):
         self.cfg = cfg
         self.systemd = systemd
         self.store = store
         self.profiles = profiles
         self._secret = secret
+        #: Each server is an OAuth client of the hub while it runs (oauth.py).
+        self.oauth_clients = oauth_clients or oauth.Clients()
+        #: Where servers reach the hub's API (JUPYTERHUB_API_URL); server.py sets it to
+        #: the socket it bound.
+        self.hub_url = hubenv.hub_url(cfg.hub.listen, cfg.hub.port,
+                                      cfg.hub.ssl_cert is not None)
         self.servers: dict[tuple[str, str], Server] = {}
         self.queue = SpawnQueue(
             cfg.spawner.concurrent_spawns,
@@ -204,7 +210,7 @@ class Spawner:
         except (SpawnError, SystemdError, OSError, asyncio.TimeoutError) as e:
             await self._spawn_failed(server, e)
             return
-        server.upstream = Upstream(str(server.paths.socket), server.token, self.cfg.proxy)
+        server.upstream = self._upstream(server)
         server.last_activity = time.time()
         await self.set_state(server, RUNNING)
         log.info("user=%r server ready in %.2fs (%s)", server.label,
@@ -215,8 +221,9 @@ class Spawner:
         """Prepare the private directory, then StartTransientUnit."""
         await self._in_thread_to_the_end(rundir.prepare_directory, server.paths, owner.uid,
                                          owner.gid, server.token)
+        await self._grant(server)
         props = units.unit_properties(self.cfg, self._profile(server), owner, server.paths,
-                                      server.url)
+                                      server.url, self.hub_url, server.name)
         server.progress.emit(20, "Starting the server as a systemd unit")
         await self.systemd.reset_failed(server.unit)
         self.systemd.watch(server.unit, self._on_unit_change)
@@ -305,6 +312,7 @@ class Spawner:
                 await server.upstream.close()
                 server.upstream = None
             await self._in_thread(rundir.remove_directory, server.paths)
+            await self._revoke(server)
 
     async def _last_reading(self, server: Server) -> None:
         """The cgroup's counters just before the unit goes away (usage history keeps them);
@@ -369,8 +377,9 @@ class Spawner:
         self.systemd.watch(server.unit, self._on_unit_change)
         if state.running:
             self.queue.reserve(server.unit, self._profile(server).memory)
+            await self._grant(server)
         if state.running and await probe(server.paths.socket, server.url + "api", server.token):
-            server.upstream = Upstream(str(server.paths.socket), server.token, self.cfg.proxy)
+            server.upstream = self._upstream(server)
             server.cgroup = await self.systemd.unit_property(server.unit, SERVICE, "ControlGroup")
             server.oom_kills = -1
             await self.set_state(server, RUNNING)
@@ -415,6 +424,30 @@ class Spawner:
                 await server.upstream.close()
 
     # -- helpers -----------------------------------------------------------------------------
+
+    async def _grant(self, server: Server) -> None:
+        """What a server needs from the hub as JupyterHub gives it: its token as an API
+        token with the `server` role's scopes, and its OAuth client, whose secret that
+        token is (JupyterHub's User.spawn)."""
+        description = f"Server at {server.url}"
+        await self.store.ensure_token(server.user, server.token, description,
+                                      hubenv.server_token_scopes(server.user, server.name))
+        self.oauth_clients.register_client(
+            hubenv.server_client_id(server.user, server.name), server.token,
+            server.url + "oauth_callback", description, server=(server.user, server.name))
+
+    async def _revoke(self, server: Server) -> None:
+        """A stopped server's token and OAuth client are gone."""
+        self.oauth_clients.unregister(hubenv.server_client_id(server.user, server.name))
+        if server.token:
+            await self.store.delete_token(server.token)
+
+    def _upstream(self, server: Server) -> Upstream:
+        """The relay to a ready server; jupyterhub-singleuser gets the browser's own
+        Authorization (it logs browsers in itself), any other server the hub's token."""
+        return Upstream(str(server.paths.socket), server.token, self.cfg.proxy,
+                        relay_authorization=hubenv.speaks_hub_oauth(
+                            self._profile(server).command))
 
     def _server_token(self, server: Server) -> str:
         """The server's token (rundir.server_token: a restarted hub derives it again)."""

@@ -124,9 +124,16 @@ _MIGRATIONS = (
     ALTER TABLE tokens_v7 RENAME TO tokens;
     CREATE INDEX tokens_service ON tokens(service);
     """,
+    # 8: OAuth (JupyterHub's provider): the client a token was issued to ('' = the hub
+    # itself), and the hash of the hub session it was issued in (logging out revokes it).
+    """
+    ALTER TABLE tokens ADD COLUMN client TEXT NOT NULL DEFAULT '';
+    ALTER TABLE tokens ADD COLUMN session TEXT NOT NULL DEFAULT '';
+    CREATE INDEX tokens_session ON tokens(session) WHERE session != '';
+    """,
 )
 #: A token's columns in TokenRecord's order (never its hash).
-_TOKEN_COLUMNS = "id, user, note, created, last_used, expires, scopes, service"
+_TOKEN_COLUMNS = "id, user, note, created, last_used, expires, scopes, service, client"
 #: A user's columns in UserRecord's order; rowid is JupyterHub's user id (creation order).
 _USER_COLUMNS = "name, admin, created, last_activity, rowid"
 #: A token's last_used is written at most this often (seconds): a busy tool is not a write
@@ -174,10 +181,12 @@ class TokenRecord:
     scopes: tuple[str, ...] = ("inherit",)
     #: The service that owns the token ([services.*]); then user is None.
     service: str | None = None
+    #: The OAuth client it was issued to ('' for the hub's own: pages, CLI, API, servers').
+    client: str = ""
 
 
 def _token_record(row: tuple) -> TokenRecord:
-    return TokenRecord(*row[:6], tuple(json.loads(row[6])), row[7])
+    return TokenRecord(*row[:6], tuple(json.loads(row[6])), row[7], row[8])
 
 
 @dataclass(frozen=True)
@@ -335,9 +344,21 @@ class Store:
                                "AND host=?", hash_secret(secret), time.time(), host)
         return rows[0][0] if rows else None
 
-    async def delete_session(self, secret: str) -> None:
-        """End a session (logout)."""
-        await self._run(self._q, "DELETE FROM sessions WHERE hash=?", hash_secret(secret))
+    async def session_live(self, digest: str) -> bool:
+        """Whether the session with this hash is still live (not ended, not expired)."""
+        rows = await self._run(self._q, "SELECT 1 FROM sessions WHERE hash=? AND expires>?",
+                               digest, time.time())
+        return bool(rows)
+
+    async def delete_session(self, secret: str) -> list[str]:
+        """End a session (logout), and revoke the OAuth tokens issued in it (JupyterHub's
+        logout does); the hashes those tokens had."""
+        return await self._run(self._delete_session, hash_secret(secret))
+
+    def _delete_session(self, digest: str) -> list[str]:
+        self._q("DELETE FROM sessions WHERE hash=?", digest)
+        return [r[0] for r in self._q("DELETE FROM tokens WHERE session=? RETURNING hash",
+                                      digest)]
 
     async def end_host_sessions_of(self, user: str) -> int:
         """End a user's sessions on users' hosts (their hub logout ends those too)."""
@@ -383,20 +404,49 @@ class Store:
         return self._issue_token(user, note, expires_in, scopes)[0]
 
     async def issue_token(self, user: str, note: str = "", expires_in: float | None = None,
-                          scopes: tuple[str, ...] = ("inherit",)) -> tuple[str, TokenRecord]:
-        """A new API token for user: the secret (only its hash is stored) and its record."""
-        return await self._run(self._issue_token, user, note, expires_in, scopes)
+                          scopes: tuple[str, ...] = ("inherit",), *, client: str = "",
+                          session: str = "") -> tuple[str, TokenRecord]:
+        """A new API token for user: the secret (only its hash is stored) and its record;
+        an OAuth token names its client and the hash of the session it was issued in."""
+        return await self._run(self._issue_token, user, note, expires_in, scopes, client,
+                               session)
 
     def _issue_token(self, user: str, note: str, expires_in: float | None,
-                     scopes: tuple[str, ...] = ("inherit",)) -> tuple[str, TokenRecord]:
-        secret, now = new_secret(), time.time()
+                     scopes: tuple[str, ...] = ("inherit",), client: str = "",
+                     session: str = "", secret: str | None = None) -> tuple[str, TokenRecord]:
+        secret, now = secret or new_secret(), time.time()
         self._q("INSERT INTO users(name, admin, created) VALUES (?, 0, ?) "
                 "ON CONFLICT(name) DO NOTHING", user, now)
-        rows = self._q("INSERT INTO tokens(hash, user, note, created, expires, scopes) "
-                       f"VALUES (?, ?, ?, ?, ?, ?) RETURNING {_TOKEN_COLUMNS}",
+        rows = self._q("INSERT INTO tokens(hash, user, note, created, expires, scopes, client, "
+                       f"session) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_TOKEN_COLUMNS}",
                        hash_secret(secret), user, note, now,
-                       now + expires_in if expires_in else None, json.dumps(list(scopes)))
+                       now + expires_in if expires_in else None, json.dumps(list(scopes)),
+                       client, session)
         return secret, _token_record(rows[0])
+
+    async def ensure_token(self, user: str, secret: str, note: str,
+                           scopes: tuple[str, ...]) -> None:
+        """Keep a token whose secret the hub made itself (a server's, derived from the hub
+        secret), with these scopes: added if missing, as it is otherwise."""
+        await self._run(self._ensure_token, user, secret, note, scopes)
+
+    def _ensure_token(self, user: str, secret: str, note: str,
+                      scopes: tuple[str, ...]) -> None:
+        if not self._q("SELECT 1 FROM tokens WHERE hash=?", hash_secret(secret)):
+            self._issue_token(user, note, None, scopes, secret=secret)
+
+    async def delete_token(self, secret: str) -> str:
+        """Delete the token with this secret (a stopped server's); its hash."""
+        digest = hash_secret(secret)
+        await self._run(self._q, "DELETE FROM tokens WHERE hash=?", digest)
+        return digest
+
+    async def client_scopes(self, user: str, client: str) -> list[frozenset[str]]:
+        """The scopes of each live token user holds from an OAuth client (whether they have
+        authorized it before)."""
+        rows = await self._run(self._q, "SELECT scopes FROM tokens WHERE user=? AND client=? "
+                               "AND (expires IS NULL OR expires>?)", user, client, time.time())
+        return [frozenset(json.loads(r[0])) for r in rows]
 
     async def token_user(self, secret: str) -> str | None:
         """The user an unexpired API token belongs to, or None; records its use."""

@@ -33,10 +33,12 @@ def when(ts: float | None, never: str) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts)) if ts else never
 
 
-def row(token: TokenRecord, now: float) -> dict:
-    """What the list shows of one token; an expired one says so in words."""
+def row(token: TokenRecord, now: float, client: str = "") -> dict:
+    """What the list shows of one token (one issued to an OAuth client without a note: for
+    whom, as client describes it); an expired one says so in words."""
     expired = token.expires is not None and token.expires <= now
-    return {"id": token_model(token)["id"], "note": token.note,
+    note = token.note or (f"OAuth login to {client}" if token.client else "")
+    return {"id": token_model(token)["id"], "note": note,
             "created": when(token.created, "-"), "last_used": when(token.last_used, "never"),
             "expires": "expired" if expired else when(token.expires, "never"),
             "expired": expired}
@@ -55,11 +57,12 @@ async def show(request: web.Request, status: int = 200, **context) -> web.Respon
     """The page for the logged-in user, with their tokens and whatever context says."""
     identity = request["identity"]
     tokens = await request.app["store"].list_tokens(identity.name)
-    now = time.time()
+    clients, now = request.app["oauth_clients"], time.time()
     context = {"new_token": None, "new_note": "", "message": "", "error": "", "note": "",
                "expiry": "never", **context}
     return render(request, "token.html", status=status, choices=EXPIRY_CHOICES,
-                  tokens=[row(t, now) for t in tokens], **context)
+                  tokens=[row(t, now, clients.description(t.client)) for t in tokens],
+                  **context)
 
 
 async def token_page(request: web.Request) -> web.Response:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from appliance import hubenv
 from appliance.config import Config
 from appliance.profiles import Profile
 from appliance.systemd import Property, escape_unit_part
@@ -19,6 +20,12 @@ from appliance.systemd import Property, escape_unit_part
 #: The Jupyter config every server loads: it reads the token from a file, see its docstring.
 JUPYTER_CONFIG = Path(__file__).with_name("jupyter_config.py")
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+#: Every server starts through this wrapper, which puts the token file's contents into
+#: $JUPYTERHUB_API_TOKEN and execs the command: JupyterHub's tools read the token there, and
+#: a unit's Environment= is readable by anyone (`systemctl show`). Debian's python3 with -I:
+#: nothing from the user's environment or the hub is imported on the way.
+SECRETENV = Path(__file__).with_name("secretenv.py")
+WRAPPER_PYTHON = "/usr/bin/python3"
 #: Kernel connection files and sockets, in each server's own /tmp (hardening's tmpfs).
 KERNEL_RUNTIME_DIR = "/tmp/jupyter-runtime"
 #: Servers' nice(2) value: the hub (0) and the system are scheduled first when CPUs are busy.
@@ -82,13 +89,16 @@ class Owner:
 
 
 def unit_properties(cfg: Config, profile: Profile, owner: Owner, paths: ServerPaths,
-                    url: str) -> list[Property]:
-    """Every property of a notebook server's transient service.
+                    url: str, hub_url: str = "", server: str = "") -> list[Property]:
+    """Every property of a notebook server's transient service (server: its name, "" for
+    the default one; hub_url: where it reaches the hub's API).
 
     Size and stack come from the frozen profile alone; cfg gives what every server shares
     (slice, stop timeout, sandbox, shared paths).
     """
-    argv = [*profile.command, f"--config={JUPYTER_CONFIG}"]
+    argv = [WRAPPER_PYTHON, "-I", str(SECRETENV),
+            f"{hubenv.TOKEN_VARIABLE}={paths.token_file}", "--",
+            *profile.command, f"--config={JUPYTER_CONFIG}"]
     props = [
         ("Description", "s", f"Jupyter notebook server of {owner.name}"),
         # exec: the start job fails at once if the command cannot be executed.
@@ -100,7 +110,8 @@ def unit_properties(cfg: Config, profile: Profile, owner: Owner, paths: ServerPa
         ("WorkingDirectory", "s", owner.home),
         ("ExecStart", "a(sasb)", [[argv[0], argv, False]]),
         ("Environment", "as", environment(profile, owner, paths, url,
-                                          private_tmp=cfg.spawner.hardening)),
+                                          private_tmp=cfg.spawner.hardening)
+         + jupyterhub_environment(cfg, profile, owner.name, server, url, hub_url)),
         ("Slice", "s", cfg.spawner.slice),
         ("TimeoutStopUSec", "t", int(cfg.spawner.stop_timeout * 1e6)),
     ]
@@ -119,6 +130,10 @@ def environment(profile: Profile, owner: Owner, paths: ServerPaths, url: str,
         # Jupyter's runtime files (kernel connection files) stay in the private directory.
         "JUPYTER_RUNTIME_DIR": str(paths.directory / "runtime"),
     }
+    if hubenv.speaks_hub_oauth(profile.command):
+        # jupyterhub-singleuser logs browsers in through the hub's OAuth and checks tokens
+        # with the hub itself: jupyter_config.py then leaves its token and password alone.
+        env["APPLIANCE_HUB_OAUTH"] = "1"
     if private_tmp:
         # Kernels talk to their server over UNIX sockets in the unit's own /tmp instead of
         # TCP ports on 127.0.0.1: with 220 kernels starting at once, jupyter_client's
@@ -143,6 +158,16 @@ def standins(profile: Profile) -> list[Path]:
     """The stand-in directories (STANDINS) a server of this profile runs with."""
     left_out = ["gi"] + ["debugpy"] * (not profile.debugger) + ["jedi"] * (not profile.jedi)
     return [STANDINS / name for name in left_out]
+
+
+def jupyterhub_environment(cfg: Config, profile: Profile, user: str, server: str, url: str,
+                           hub_url: str) -> list[str]:
+    """JupyterHub's variables (Spawner.get_env, hubenv.py), after the profile's own: they
+    win. The token is not among them (secretenv.py adds it as the server starts)."""
+    env = {**hubenv.environment(user, server, url, hub_url),
+           **hubenv.server_facts(profile.default_url, profile.memory, profile.cpu,
+                                 cfg.auth.admin_access)}
+    return [f"{k}={v}" for k, v in env.items()]
 
 
 def limit_properties(profile: Profile) -> list[Property]:

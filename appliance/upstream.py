@@ -24,14 +24,18 @@ class Upstream:
     """One user's notebook server reached over its UNIX socket; holds pooled ClientSessions."""
 
     def __init__(self, socket_path: str, token: str | None, proxy: ProxyConfig | None = None,
-                 *, tcp: tuple[str, int] | None = None, label: str = "notebook server"):
+                 *, tcp: tuple[str, int] | None = None, label: str = "notebook server",
+                 relay_authorization: bool = False):
         proxy = proxy or defaults().proxy
         self.socket_path = socket_path
         #: A loopback (address, port) instead of the socket (a service's url).
         self.tcp = tcp
-        #: The token the proxy sends it; None passes the client's Authorization through
-        #: (a service authenticates its users itself, as behind JupyterHub's proxy).
+        #: The hub's own requests (the culler's, the probe) carry it; None for a service.
         self.token = token
+        #: Relayed requests carry the client's own Authorization instead of the token: a
+        #: service, and jupyterhub-singleuser, check credentials with the hub themselves (and
+        #: log browsers in through OAuth), as behind JupyterHub's proxy.
+        self.relay_authorization = relay_authorization or token is None
         #: What it is, in log lines and error pages.
         self.label = label
         self.connections = proxy.upstream_connections

@@ -38,17 +38,22 @@ def setup(app: web.Application) -> None:
     r.add_delete("/hub/api/users/{name}/tokens/{token_id}", delete_token)
 
 
-def token_model(token: TokenRecord) -> dict:
-    """JupyterHub's token model (its apihandlers' token_model)."""
+def token_model(token: TokenRecord, oauth_client: str = "JupyterHub") -> dict:
+    """JupyterHub's token model (its apihandlers' token_model); oauth_client: what the
+    client it was issued to is called (JupyterHub for the hub's own)."""
     return {
         "id": f"a{token.id}", "kind": "api_token", "user": token.user,
         "roles": [],  # JupyterHub keeps this deprecated field, always empty
         "scopes": list(token.scopes), "note": token.note,
         "created": isoformat(token.created), "last_activity": isoformat(token.last_used),
         "expires_at": isoformat(token.expires), "session_id": None,
-        # Every token here is the hub's own, as JupyterHub's API tokens are its client's.
-        "oauth_client": "JupyterHub",
+        "oauth_client": oauth_client,
     }
+
+
+def model(request: web.Request, token: TokenRecord) -> dict:
+    """token_model with its OAuth client's description ("Server at /user/alice/")."""
+    return token_model(token, request.app["oauth_clients"].description(token.client))
 
 
 def check_note(note) -> str:
@@ -105,7 +110,7 @@ async def list_tokens(request: web.Request) -> web.Response:
     now = time.time()
     # JupyterHub 5 lists every token under api_tokens (its oauth_tokens list is gone), and
     # leaves expired ones out (the token page still shows them ending, in words).
-    return web.json_response({"api_tokens": [token_model(t) for t in tokens
+    return web.json_response({"api_tokens": [model(request, t) for t in tokens
                                              if t.expires is None or t.expires > now]})
 
 
@@ -130,7 +135,7 @@ async def create_token(request: web.Request) -> web.Response:
         raise BadRequest(f"token scopes beyond {name}'s", user_message="Not assigning "
                          f"requested scopes {','.join(sorted(excess))} not held by User {name}")
     secret, token = await request.app["store"].issue_token(name, note, expires_in, wanted)
-    return web.json_response({**token_model(token), "token": secret}, status=201)
+    return web.json_response({**model(request, token), "token": secret}, status=201)
 
 
 def parse_token_id(text: str) -> int | None:
@@ -161,7 +166,7 @@ async def get_token(request: web.Request) -> web.Response:
     token = await request.app["store"].get_token(name, token_id)
     if token is None:
         raise _no_token(name, f"a{token_id}")
-    return web.json_response(token_model(token))
+    return web.json_response(model(request, token))
 
 
 async def delete_token(request: web.Request) -> web.Response:

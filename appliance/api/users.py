@@ -24,10 +24,9 @@ from appliance.api.base import (
     json_object,
     paginated,
     pagination,
-    require_identity,
 )
 from appliance.api.servers import server_model
-from appliance.errors import BadRequest, Exists, NotFound
+from appliance.errors import BadRequest, Exists, Forbidden, NotFound
 from appliance.identity import Identity
 from appliance.scopes import identify_scopes
 from appliance.store import UserRecord
@@ -145,8 +144,14 @@ def full_model(request: web.Request, record: UserRecord) -> dict:
 
 async def get_self(request: web.Request) -> web.Response:
     """GET /hub/api/user: the caller's own model, with the credential's scopes, token_id and
-    session_id (JupyterHub's whoami)."""
-    identity = await require_identity(request)
+    session_id (JupyterHub's whoami); a service's token gets the service's model. Without valid
+    credentials a 403, as JupyterHub answers: HubAuth takes that as "no user" and logs its
+    browser in again, where any other status (an expired or revoked token's) would be an error
+    page."""
+    identity = await request.app["identities"].of_request(request)
+    if identity is None:
+        raise Forbidden("GET /hub/api/user without valid credentials",
+                        user_message="Missing or invalid credentials.")
     if identity.kind == "service":  # JupyterHub answers a service's token with its model
         return web.json_response(await services.self_model(request, identity))
     record = await request.app["store"].get_user(identity.name)

@@ -1,7 +1,10 @@
 #!/bin/sh
 # Build (or reuse) the third-party tools the container tier tests against, from
-# PyPI, unmodified: a venv with jupyterhub-idle-culler. Cached by its pinned
-# versions and this script's hash, like tests/infra/rootfs.sh caches the rootfs.
+# PyPI, unmodified: a venv with jupyterhub-idle-culler (venv/), and one with
+# JupyterHub's jupyterhub-singleuser and JupyterLab 4 (singleuser/), the server
+# command of tests/integration/test_singleuser.py and the HubOAuth of
+# tests/integration/test_hub_oauth.py. Cached by their pinned versions and this
+# script's hash, like tests/infra/rootfs.sh caches the rootfs.
 # Usage: tests/infra/pypi-tools.sh  -> prints the tools directory on stdout.
 #
 # Built on the host, not in the container: the host's pip is the one set up to
@@ -12,15 +15,20 @@
 #   the container's interpreter too, and the venv's python is a symlink to it;
 # - no --system-site-packages: the tool's dependencies (tornado, traitlets,
 #   python-dateutil, packaging) come from PyPI into the venv, so what runs
-#   never depends on which Debian packages the host has.
+#   never depends on which Debian packages the host has;
+# - everything readable and executable by all (chmod a+rX): the throwaway test
+#   users run jupyterhub-singleuser and its kernels from it.
 set -eu
 
 IDLE_CULLER_VERSION=${IDLE_CULLER_VERSION:-2.0.0}
+JUPYTERHUB_VERSION=${JUPYTERHUB_VERSION:-6.1.1}
+JUPYTERLAB_VERSION=${JUPYTERLAB_VERSION:-4.6.6}
 CACHE=${APPLIANCE_TEST_CACHE:-/var/cache/notebook-appliance-tests}
 PYTHON=/usr/bin/python3
 # The script's own hash: a change to what it does is a new directory.
 SELF=$(sha256sum "$0" | cut -c1-8)
-DIR="$CACHE/pypi-tools-idle-culler-$IDLE_CULLER_VERSION-$SELF"
+KEY="idle-culler-$IDLE_CULLER_VERSION-jupyterhub-$JUPYTERHUB_VERSION-lab-$JUPYTERLAB_VERSION"
+DIR="$CACHE/pypi-tools-$KEY-$SELF"
 log() { echo "pypi-tools: $*" >&2; }
 
 if [ -f "$DIR/.complete" ]; then
@@ -43,15 +51,19 @@ if [ -f "$DIR/.complete" ]; then
 fi
 rm -rf "$DIR"
 # Built in place: console scripts and pyvenv.cfg name the directory they were made in.
-log "venv with jupyterhub-idle-culler==$IDLE_CULLER_VERSION in $DIR"
 # Only PATH and HOME from the environment: no PYTHONPATH or pyenv shims leak into the
 # build; the host's pip configuration (/etc/pip.conf: its index and CA bundle) applies.
-env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="${HOME:-/root}" \
-    "$PYTHON" -m venv "$DIR/venv"
-env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="${HOME:-/root}" \
-    "$DIR/venv/bin/python" -m pip install -q --disable-pip-version-check \
-    "jupyterhub-idle-culler==$IDLE_CULLER_VERSION" >&2
-"$DIR/venv/bin/python" -m pip freeze --all --local > "$DIR/pip-freeze.txt"
+venv() {  # venv NAME REQUIREMENT...
+    name=$1; shift
+    log "venv $name with $* in $DIR"
+    env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="${HOME:-/root}" \
+        "$PYTHON" -m venv "$DIR/$name"
+    env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="${HOME:-/root}" \
+        "$DIR/$name/bin/python" -m pip install -q --disable-pip-version-check "$@" >&2
+    "$DIR/$name/bin/python" -m pip freeze --all --local > "$DIR/$name-pip-freeze.txt"
+}
+venv venv "jupyterhub-idle-culler==$IDLE_CULLER_VERSION"
+venv singleuser "jupyterhub==$JUPYTERHUB_VERSION" "jupyterlab==$JUPYTERLAB_VERSION"
 chmod -R a+rX "$DIR"
 touch "$DIR/.complete"
 echo "$DIR"

@@ -138,8 +138,10 @@ async def start_hub(hub_config):
         server = TestServer(build_app(cfg or hub_config()), host="127.0.0.1", port=port)
         await server.start_server()
         servers.append(server)
-        # As serve() does once it listens: services are told where the hub's API is.
-        await server.app["services"].start_all(str(server.make_url("/hub/api")))
+        # As serve() does once it listens: servers and services reach the hub's API where
+        # this test server listens.
+        server.app["spawner"].hub_url = f"http://127.0.0.1:{server.port}"
+        await server.app["services"].start_all(server.app["spawner"].hub_url + "/hub/api")
         return server
 
     yield _start

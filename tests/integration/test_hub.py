@@ -101,12 +101,16 @@ async def test_server_secret_is_not_visible_to_other_users(start_hub, make_user)
     pid = await hub.app["spawner"].systemd.unit_property(server.unit, SERVICE, "MainPID")
     with open(f"/proc/{pid}/cmdline", "rb") as f:
         assert server.token.encode() not in f.read()
+    # The server has it as $JUPYTERHUB_API_TOKEN (JupyterHub's tools read it there, put by
+    # secretenv.py from the file), which only alice (and root) can read in /proc.
     with open(f"/proc/{pid}/environ", "rb") as f:
-        assert server.token.encode() not in f.read()
-    # bob can neither read the token file nor connect to alice's socket.
+        assert f"JUPYTERHUB_API_TOKEN={server.token}".encode() in f.read()
+    # bob can neither read the token file nor alice's server's environment, nor connect to
+    # alice's socket.
     probe = ("import socket,sys; s=socket.socket(socket.AF_UNIX);"
              f"s.connect({str(server.paths.socket)!r})")
-    for argv in (["cat", str(server.paths.token_file)], ["python3", "-c", probe]):
+    for argv in (["cat", str(server.paths.token_file)], ["cat", f"/proc/{pid}/environ"],
+                 ["python3", "-c", probe]):
         denied = subprocess.run(["runuser", "-u", bob.name, "--", *argv], capture_output=True)
         assert denied.returncode != 0
     assert os.stat(server.paths.directory).st_mode & 0o777 == 0o700
@@ -140,6 +144,19 @@ async def test_api_token_spawn_and_restart_adopts_without_respawn(start_hub, hub
     systemd2 = hub2.app["spawner"].systemd
     assert await systemd2.unit_property(unit, SERVICE, "MainPID") == pid
     assert await systemd2.unit_property(unit, UNIT, "InvocationID") == invocation
+    # The adopted server is an OAuth client of the new hub again, and its token (derived
+    # from the hub's secret: the same one its process holds) still works.
+    server = hub2.app["spawner"].get(alice.name)
+    assert hub2.app["oauth_clients"].get(f"jupyterhub-user-{alice.name}") is not None
+    async with Browser(hub2, token=server.token) as own:
+        async with own.request("GET", "/hub/api/user") as r:
+            assert (await r.json())["name"] == alice.name
+    # Stopped, both are gone.
+    await hub2.app["spawner"].stop(alice.name)
+    assert hub2.app["oauth_clients"].get(f"jupyterhub-user-{alice.name}") is None
+    async with Browser(hub2, token=server.token) as own:
+        async with own.request("GET", "/hub/api/user") as r:
+            assert r.status == 403
 
 
 async def test_python_m_jupyter_server_works_as_the_command(start_hub, hub_config, make_user):
@@ -156,7 +173,9 @@ async def test_python_m_jupyter_server_works_as_the_command(start_hub, hub_confi
         assert await api.execute(alice.name, "6*7") == "42"
     argv = await hub.app["spawner"].systemd.unit_property(
         units.unit_name(alice.name), SERVICE, "ExecStart")
-    assert argv[0][1][1:3] == ["-m", "jupyter_server"]
+    # The command after secretenv.py's "--" (units.SECRETENV puts the token in its env).
+    command = argv[0][1][argv[0][1].index("--") + 1:]
+    assert command[1:3] == ["-m", "jupyter_server"]
 
 
 async def test_server_that_dies_is_noticed_and_explained(start_hub, make_user):

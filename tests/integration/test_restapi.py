@@ -216,7 +216,7 @@ async def test_users_are_os_accounts_and_leave_the_hub_only(start_hub, hub_confi
         await call(api, "DELETE", f"/hub/api/users/{alice.name}", 404)
     assert pwd.getpwnam(alice.name).pw_name == alice.name
     async with Browser(hub, token=alices) as gone:
-        await call(gone, "GET", "/hub/api/user", 401)
+        await call(gone, "GET", "/hub/api/user", 403)
 
 
 async def test_whoami_tokens_with_scopes_and_roles(start_hub, hub_config, make_user):

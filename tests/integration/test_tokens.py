@@ -72,7 +72,7 @@ async def test_create_list_get_delete_in_jupyterhubs_shape(start_hub, hub_config
             assert r.status == 200 and await r.json() == entry
         async with api.request("DELETE", path) as r:
             assert r.status == 204
-        assert await whoami(hub, new["token"]) == 401, "a revoked token still works"
+        assert await whoami(hub, new["token"]) == 403, "a revoked token still works"
         for method in ("GET", "DELETE"):
             async with api.request(method, path) as r:
                 assert r.status == 404 and (await r.json())["status"] == 404
@@ -159,7 +159,7 @@ async def test_a_token_stops_working_when_it_expires(start_hub, hub_config, make
         expires = when(new["expires_at"])
         while time.time() <= expires:
             await asyncio.sleep(0.5)
-        assert await whoami(hub, new["token"]) == 401
+        assert await whoami(hub, new["token"]) == 403
         async with api.request("GET", f"/hub/api/users/{alice.name}/tokens/{new['id']}") as r:
             assert r.status == 200  # still listed, so its owner sees it ended
             assert when((await r.json())["expires_at"]) <= time.time()
@@ -215,7 +215,7 @@ async def test_the_page_shows_a_token_once_and_revokes_only_ones_own(start_hub, 
                 "_xsrf": a.xsrf, "id": f"a{token.id}"}) as r:
             assert r.status == 200
             assert "Revoked the token “page &lt;b&gt;”: it no longer works." in await r.text()
-        assert await whoami(hub, secret) == 401
+        assert await whoami(hub, secret) == 403
 
 
 async def test_the_page_says_expired_in_words(start_hub, make_user):

@@ -87,12 +87,9 @@ def test_the_description_changes_with_the_config_only(tmp_path):
     assert one["Description"][1].startswith("JupyterHub service cull (")
 
 
-def test_names_and_the_hubs_address():
+def test_names():
     assert serviceunits.unit_name("idle-culler") == (
         "notebook-appliance-service-idle-culler.service")
-    assert serviceunits.api_url(("0.0.0.0", 8000), False) == API
-    assert serviceunits.api_url(("::", 8000, 0, 0), True) == "https://[::1]:8000/hub/api"
-    assert serviceunits.api_url(("10.1.2.3", 80), False) == "http://10.1.2.3:80/hub/api"
 
 
 def test_the_slice_file_has_the_name_the_units_use():

@@ -207,3 +207,35 @@ async def test_a_version_6_database_keeps_its_tokens_and_their_ids(tmp_path):
     assert new._use_token(hash_secret(token)).note == "kept"
     assert new._issue_token("alice", "next", None)[1].id == gone.id + 1  # never reused
     new._close_sync()
+
+
+async def test_oauth_tokens_name_their_client_and_end_with_their_session(store):
+    await store.ensure_user("ann", False)
+    session = await store.create_session("ann", max_age=60)
+    other = await store.create_session("ann", max_age=60)
+    secret, token = await store.issue_token("ann", "", 60, ("read:users:name!user=ann",),
+                                            client="service-a", session=hash_secret(session))
+    kept, _ = await store.issue_token("ann", "", 60, ("x",), client="service-a",
+                                      session=hash_secret(other))
+    assert token.client == "service-a"
+    assert await store.client_scopes("ann", "service-a") == [
+        frozenset({"read:users:name!user=ann"}), frozenset({"x"})]
+    assert await store.client_scopes("ann", "service-b") == []
+    # Logging out revokes the tokens issued in that session (their hashes come back, for
+    # the identity cache), and only those.
+    assert await store.session_live(hash_secret(session))
+    assert await store.delete_session(session) == [hash_secret(secret)]
+    assert not await store.session_live(hash_secret(session))
+    assert await store.use_token(secret) is None
+    assert await store.use_token(kept) is not None
+
+
+async def test_a_servers_token_is_kept_once_and_deleted_by_its_secret(store):
+    await store.ensure_token("ann", "derived-secret", "Server at /user/ann/", ("a", "b"))
+    await store.ensure_token("ann", "derived-secret", "Server at /user/ann/", ("a", "b"))
+    tokens = await store.list_tokens("ann")
+    assert [(t.note, t.scopes, t.client) for t in tokens] == [
+        ("Server at /user/ann/", ("a", "b"), "")]
+    assert (await store.use_token("derived-secret")).user == "ann"
+    assert await store.delete_token("derived-secret") == hash_secret("derived-secret")
+    assert await store.use_token("derived-secret") is None

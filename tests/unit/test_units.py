@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance import config, profiles, units
+from appliance import config, hubenv, profiles, units
 from appliance.spawner import exit_reason
 from appliance.systemd import escape_unit_part, unit_name_from_path, unit_object_path
 
@@ -41,9 +41,40 @@ def test_runs_as_the_user_in_the_slice_with_limits():
     assert p["Nice"] == ("i", units.SERVER_NICE) and units.SERVER_NICE > 0
 
 
-def test_exec_start_is_the_profiles_command_with_our_jupyter_config():
-    argv = ["jupyter-notebook", f"--config={units.JUPYTER_CONFIG}"]
-    assert props()["ExecStart"] == ("a(sasb)", [["jupyter-notebook", argv, False]])
+def test_exec_start_is_the_profiles_command_with_our_jupyter_config_through_secretenv():
+    argv = ["/usr/bin/python3", "-I", str(units.SECRETENV),
+            "JUPYTERHUB_API_TOKEN=/run/notebook-appliance/users/alice/token", "--",
+            "jupyter-notebook", f"--config={units.JUPYTER_CONFIG}"]
+    assert props()["ExecStart"] == ("a(sasb)", [["/usr/bin/python3", argv, False]])
+    assert units.SECRETENV.is_file()
+
+
+def test_jupyterhubs_environment_without_the_token():
+    built = units.unit_properties(config.defaults(), profiles.load(
+        config.defaults(), which=as_given)[0], OWNER, PATHS, "/user/alice/",
+        "http://127.0.0.1:8000")
+    env = dict(e.split("=", 1) for e in dict((n, v) for n, _, v in built)["Environment"])
+    assert env["JUPYTERHUB_API_URL"] == "http://127.0.0.1:8000/hub/api"
+    assert env["JUPYTERHUB_ACTIVITY_URL"] == "http://127.0.0.1:8000/hub/api/users/alice/activity"
+    assert env["JUPYTERHUB_USER"] == "alice" and env["JUPYTERHUB_SERVER_NAME"] == ""
+    assert env["JUPYTERHUB_CLIENT_ID"] == "jupyterhub-user-alice"
+    assert env["JUPYTERHUB_OAUTH_CALLBACK_URL"] == "/user/alice/oauth_callback"
+    assert env["JUPYTERHUB_SERVICE_PREFIX"] == "/user/alice/"
+    assert env["JUPYTERHUB_OAUTH_ACCESS_SCOPES"] == (
+        '["access:servers!server=alice/", "access:servers!user=alice"]')
+    assert "JUPYTERHUB_API_TOKEN" not in env
+    assert env["MEM_LIMIT"] == str(2**30) and env["CPU_LIMIT"] == "1"
+    assert env["JUPYTERHUB_DEFAULT_URL"] == "/tree"
+    assert "JUPYTERHUB_ADMIN_ACCESS" not in env  # auth.admin_access is off by default
+    assert "APPLIANCE_HUB_OAUTH" not in env  # jupyter-notebook: the hub logs browsers in
+
+
+def test_jupyterhub_singleuser_logs_its_browsers_in_itself(tmp_path):
+    path = tmp_path / "a.toml"
+    path.write_text('[spawner]\ncommand = ["/opt/venv/bin/jupyterhub-singleuser"]\n')
+    cfg = config.load(path)
+    env = dict(e.split("=", 1) for e in props(cfg)["Environment"][1])
+    assert env["APPLIANCE_HUB_OAUTH"] == "1"
 
 
 def test_a_profile_sets_size_stack_and_first_page(tmp_path):
@@ -60,7 +91,7 @@ def test_a_profile_sets_size_stack_and_first_page(tmp_path):
     assert p["MemoryMax"] == ("t", 4 * 2**30)
     assert p["CPUQuotaPerSecUSec"] == ("t", 2_000_000)
     assert p["TasksMax"] == ("t", 64)
-    assert p["ExecStart"][1][0][0] == "/opt/lab/bin/jupyter-lab"
+    assert p["ExecStart"][1][0][1][5] == "/opt/lab/bin/jupyter-lab"
     env = dict(e.split("=", 1) for e in p["Environment"][1])
     assert env["APPLIANCE_DEFAULT_URL"] == "/lab"
     assert env["A"] == "2" and env["LANG"] == "C.UTF-8"
@@ -217,3 +248,15 @@ def test_kernels_use_unix_sockets_in_the_units_own_tmp(tmp_path):
     # No private /tmp without the sandbox: the private run directory and TCP, as Jupyter's.
     assert env["JUPYTER_RUNTIME_DIR"] == str(PATHS.directory / "runtime")
     assert "APPLIANCE_KERNEL_TRANSPORT" not in env
+
+
+def test_a_named_servers_jupyterhub_names():
+    env = hubenv.environment("alice", "lab", "/user/alice/lab/", "http://127.0.0.1:8000")
+    assert env["JUPYTERHUB_CLIENT_ID"] == "jupyterhub-user-alice-lab"
+    assert env["JUPYTERHUB_SERVER_NAME"] == "lab"
+    assert env["JUPYTERHUB_OAUTH_CALLBACK_URL"] == "/user/alice/lab/oauth_callback"
+    assert env["JUPYTERHUB_SERVICE_PREFIX"] == "/user/alice/lab/"
+    # jupyter_server takes its --sock only with the default port, which this URL names.
+    assert env["JUPYTERHUB_SERVICE_URL"] == "http://127.0.0.1:8888/user/alice/lab/"
+    assert hubenv.server_token_scopes("alice", "lab") == (
+        "users:activity!user=alice", "access:servers!server=alice/lab")
