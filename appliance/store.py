@@ -14,8 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA_VERSION = 7
-
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY,
@@ -132,6 +130,9 @@ _MIGRATIONS = (
     CREATE INDEX tokens_session ON tokens(session) WHERE session != '';
     """,
 )
+#: The schema this hub writes: _SCHEMA is version 1, and each migration one more (counted,
+#: so two branches that each add a step cannot leave it behind).
+SCHEMA_VERSION = 1 + len(_MIGRATIONS)
 #: A token's columns in TokenRecord's order (never its hash).
 _TOKEN_COLUMNS = "id, user, note, created, last_used, expires, scopes, service, client"
 #: A user's columns in UserRecord's order; rowid is JupyterHub's user id (creation order).

@@ -58,6 +58,19 @@ async def test_database_is_wal_private_and_versioned(store, tmp_path):
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
+def test_a_database_this_hub_made_opens_again_with_its_tokens(tmp_path):
+    # The version written is the last migration's (a stale SCHEMA_VERSION re-ran a step on
+    # the second start: "duplicate column name").
+    path = tmp_path / "hub.sqlite"
+    first = open_sync(path)
+    secret = first.create_token_sync("alice", "kept")
+    first._close_sync()
+    again = open_sync(path)
+    assert again._use_token(hash_secret(secret)).note == "kept"
+    assert again._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    again._close_sync()
+
+
 def test_a_newer_schema_is_refused(tmp_path):
     path = tmp_path / "hub.sqlite"
     db = sqlite3.connect(path)
