@@ -138,7 +138,8 @@ def _forget_stopped(identities: Identities, event: Event) -> None:
 async def _services_ctx(app: web.Application):
     """[services.*]: their tokens in the store now; their units once the hub listens
     (start_all, from server.serve: they are told the hub's address)."""
-    app["services"] = services = Services(app["config"], app["systemd"], app["store"])
+    app["services"] = services = Services(app["config"], app["systemd"], app["store"],
+                                           app["oauth_clients"])
     await services.sync_tokens()
     yield
     await services.close()

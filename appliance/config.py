@@ -603,11 +603,18 @@ def _roles(tables: dict[str, Any], src: str) -> tuple[tuple[str, RoleConfig], ..
 
 
 def _services(tables: dict[str, Any], src: str) -> tuple[tuple[str, ServiceConfig], ...]:
-    """Every [services.<name>] table; a name fit for a URL and a unit."""
-    return tuple(_named_tables(tables, "services", ServiceConfig, src, lambda name: "" if
-                               _SERVICE_NAME.fullmatch(name) else
-                               "expected a service name of letters, digits, '.', '-' and '_' "
-                               "(up to 64, starting with a letter or digit)"))
+    """Every [services.<name>] table; a name fit for a URL and a unit; OAuth only with a url
+    (the browser comes back to /services/<name>/oauth_callback)."""
+    services = tuple(_named_tables(tables, "services", ServiceConfig, src, lambda name: "" if
+                                   _SERVICE_NAME.fullmatch(name) else
+                                   "expected a service name of letters, digits, '.', '-' and "
+                                   "'_' (up to 64, starting with a letter or digit)"))
+    for name, service in services:
+        if service.oauth and not service.url:
+            raise ConfigError(f"{src}: services.{_toml_key(name)}.oauth: a service logs its "
+                              "users in through the hub at /services/<name>/, so it needs a "
+                              "url")
+    return services
 
 
 def _check_service_roles(config: "Config", src: str) -> None:

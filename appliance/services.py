@@ -5,7 +5,9 @@ when the hub starts, left running (adopted) when the hub restarts and its config
 unchanged, restarted when its configuration changed, stopped when it is taken out of the
 config. Each start gets a fresh token: only its hash is in the store, the token itself in a
 0400 root file that systemd hands to the unit as a credential. An external service's token
-comes from the config. How the units look is serviceunits.py's.
+comes from the config. A service with `oauth` is the hub's OAuth client `service-<name>`
+(its token the client's secret), as in JupyterHub, so its users log in with HubOAuth. How the
+units look is serviceunits.py's.
 """
 
 import asyncio
@@ -16,6 +18,7 @@ from pathlib import Path
 from appliance import serviceunits
 from appliance.config import Config, ProxyConfig, ServiceConfig
 from appliance.errors import SystemdError
+from appliance.oauth import Clients
 from appliance.store import Store, new_secret
 from appliance.systemd import SERVICE, UNIT, Systemd
 from appliance.upstream import Upstream
@@ -29,10 +32,11 @@ UNIT_EXISTS_TRIES = 25
 class Services:
     """The configured services of one hub."""
 
-    def __init__(self, cfg: Config, systemd: Systemd, store: Store):
+    def __init__(self, cfg: Config, systemd: Systemd, store: Store, oauth_clients: Clients):
         self.cfg = cfg
         self.systemd = systemd
         self.store = store
+        self.oauth_clients = oauth_clients
         self.configured: dict[str, ServiceConfig] = dict(cfg.services)
         self.token_dir = cfg.hub.runtime_dir / "services"
         self._upstreams: dict[str, Upstream] = {}
@@ -51,6 +55,7 @@ class Services:
             if service.api_token and not service.command:
                 await self.store.replace_service_token(name, service.api_token,
                                                        "api_token from the config")
+                self._register_client(name, service, service.api_token)
 
     async def start_all(self, api_url: str) -> None:
         """Stop the units of services taken out of the config, then start (or adopt) every
@@ -72,20 +77,32 @@ class Services:
         known; otherwise (re)start it with a fresh token."""
         unit = serviceunits.unit_name(name)
         props = serviceunits.properties(name, service, api_url, self.token_file(name))
+        loop = asyncio.get_running_loop()
         state = await self.systemd.state(unit)
         if state.running:
             described = await self.systemd.unit_property(unit, UNIT, "Description")
-            if described == props[0][2] and await self.store.service_token(name):
+            token = await loop.run_in_executor(None, read_token, self.token_file(name))
+            if (described == props[0][2] and token
+                    and await self.store.service_token(name, token)):
+                self._register_client(name, service, token)
                 log.info("service=%s adopted its running unit %s", name, unit)
                 return
             log.info("service=%s restarting %s: its configuration changed", name, unit)
             await self.systemd.stop(unit)
         token = service.api_token or new_secret()
-        loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, write_token, self.token_file(name), token)
         await self.store.replace_service_token(name, token, "managed service, made at start")
+        self._register_client(name, service, token)
         await self._start(unit, props)
         log.info("service=%s started as %s", name, unit)
+
+    def _register_client(self, name: str, service: ServiceConfig, token: str) -> None:
+        """With `oauth`, the service is the OAuth client JupyterHub makes of it: its id and
+        redirect URI are those in its environment (serviceunits.py), its secret its token."""
+        if service.oauth:
+            self.oauth_clients.register_client(
+                serviceunits.oauth_client_id(name), token,
+                serviceunits.prefix(name) + "oauth_callback", f"Service {name}", service=name)
 
     async def _start(self, unit: str, props: list) -> None:
         """StartTransientUnit; a unit just stopped may still be loaded for a moment (its
@@ -151,6 +168,15 @@ def service_upstream(name: str, url: str, proxy: ProxyConfig) -> Upstream:
     host, _, port = url[len("http://"):].rstrip("/").rpartition(":")
     host = "127.0.0.1" if host == "localhost" else host.strip("[]")
     return Upstream("", None, proxy, tcp=(host, int(port)), label=label)
+
+
+def read_token(path: Path) -> str:
+    """A running service's token from its file ("" when there is none: it is then restarted
+    with a fresh one)."""
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
 
 
 def write_token(path: Path, token: str) -> None:

@@ -1,42 +1,36 @@
 """The hub as JupyterHub's OAuth provider, for a real HubOAuth service: JupyterHub's own
 whoami-oauth example (jupyterhub_examples/, unmodified) with JupyterHub 6.1.1 from PyPI
-(tests/infra/pypi-tools.sh), run with the JUPYTERHUB_* environment a service gets.
-
-Managed services (issue 9 part 4) are not built yet: the service runs here as an external
-process on a loopback port, registered as the OAuth client `service-whoami`, and the test's
-hub relays /services/whoami/ to it with a route of its own (below), as the hub's services
-proxy will. The users go through the OAuth dance as a browser does, following redirects.
+(tests/infra/pypi-tools.sh), run by the hub as a managed service with `oauth = true`, as a
+sysadmin would configure it (README "Works with"): the hub makes it the OAuth client
+`service-whoami` with its token as the secret, and relays /services/whoami/ to it. Users go
+through the OAuth dance in Chromium, and as a browser does with aiohttp, following redirects.
 """
 
 import asyncio
 import json
 import os
 import re
-import secrets
 import socket
 import subprocess
 from html import unescape
 from pathlib import Path
 
-import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
-from appliance.app import build_app
+from appliance import serviceunits
 
 from .browser import Browser
-from .conftest import stop_units
+from .test_ui import chromium, log_in  # noqa: F401 (chromium: a fixture)
 
 TOOLS = os.environ.get("APPLIANCE_PYPI_TOOLS", "")
 PYTHON = Path(TOOLS) / "singleuser/bin/python"
 WHOAMI = Path(__file__).with_name("jupyterhub_examples") / "whoami-oauth.py"
 PREFIX = "/services/whoami/"
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.systemd, pytest.mark.pam, pytest.mark.skipif(
     not TOOLS or not PYTHON.exists(),
     reason="no JupyterHub venv in APPLIANCE_PYPI_TOOLS: run tests/run, which builds it with "
-           "tests/infra/pypi-tools.sh")
+           "tests/infra/pypi-tools.sh")]
 
 
 def free_port() -> int:
@@ -45,77 +39,43 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def relay_to(port: int):
-    """A test-only /services/whoami/ route: the request as the browser sent it (cookies,
-    query), the answer as the service gave it (redirects and Set-Cookie untouched)."""
-    async def relay(request: web.Request) -> web.Response:
-        headers = {k: v for k, v in request.headers.items()
-                   if k.lower() in ("cookie", "accept", "authorization", "content-type")}
-        async with aiohttp.ClientSession(auto_decompress=False) as session:
-            async with session.request(
-                    request.method, f"http://127.0.0.1:{port}{request.raw_path}",
-                    headers=headers, data=await request.read(),
-                    allow_redirects=False) as r:
-                body = await r.read()
-                response = web.Response(status=r.status, body=body)
-                for name in ("Content-Type", "Location"):
-                    if name in r.headers:
-                        response.headers[name] = r.headers[name]
-                for value in r.headers.getall("Set-Cookie", ()):
-                    response.headers.add("Set-Cookie", value)
-                return response
-    return relay
+def whoami_config(port: int, users: list[str]) -> dict:
+    """The README's two tables: the service, and a role that lets users reach it."""
+    return {"services.whoami": {"command": [str(PYTHON), str(WHOAMI)],
+                                "url": f"http://127.0.0.1:{port}", "oauth": True},
+            "roles.whoami-users": {"scopes": ["access:services!service=whoami"],
+                                   "users": users}}
 
 
 @pytest.fixture
-async def hub_with_whoami(hub_config, make_user):
-    """A hub with whoami-oauth registered and running; yields (hub, alice, bob, carol,
-    the service's secret): alice and bob may use it, carol may not."""
+async def hub_with_whoami(start_hub, hub_config, make_user):
+    """A hub running whoami-oauth as a managed service; yields (hub, alice, bob, carol, the
+    service's token): alice and bob may use it, carol may not."""
     alice, bob, carol = make_user(), make_user(), make_user()
-    cfg = hub_config(**{"roles.whoami-users": {
-        "scopes": ["access:services!service=whoami"], "users": [alice.name, bob.name]}})
     port = free_port()
-    app = build_app(cfg)
-    app.router.add_route("*", PREFIX + "{tail:.*}", relay_to(port))
-    hub = TestServer(app, host="127.0.0.1")
-    await hub.start_server()
-    hub.app["spawner"].hub_url = f"http://127.0.0.1:{hub.port}"
-    # What a service's token is until managed services exist: a secret the hub and the
-    # service share (the client secret of its OAuth client).
-    secret = secrets.token_urlsafe(32)
-    hub.app["oauth_clients"].register_client(
-        "service-whoami", secret, PREFIX + "oauth_callback", "Service whoami")
-    env = {"PATH": "/usr/bin:/bin", "JUPYTERHUB_API_TOKEN": secret,
-           "JUPYTERHUB_API_URL": f"http://127.0.0.1:{hub.port}/hub/api",
-           "JUPYTERHUB_SERVICE_NAME": "whoami", "JUPYTERHUB_SERVICE_PREFIX": PREFIX,
-           "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{port}{PREFIX}",
-           "JUPYTERHUB_CLIENT_ID": "service-whoami",
-           "JUPYTERHUB_OAUTH_CALLBACK_URL": PREFIX + "oauth_callback",
-           "JUPYTERHUB_BASE_URL": "/", "JUPYTERHUB_HOST": ""}
-    service = subprocess.Popen([str(PYTHON), str(WHOAMI)], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    hub = await start_hub(hub_config(**whoami_config(port, [alice.name, bob.name])))
+    unit = serviceunits.unit_name("whoami")
     try:
-        await wait_listening(port, service)
-        yield hub, alice, bob, carol, secret
+        await wait_listening(port, unit)
+        yield hub, alice, bob, carol, hub.app["services"].token_file("whoami").read_text()
     finally:
-        service.terminate()
-        out = service.communicate(timeout=10)[0].decode(errors="replace")
-        print("whoami-oauth's log:\n" + out)
-        await stop_units(hub)
-        await hub.close()
+        print(f"whoami-oauth's journal:\n{journal(unit)}")
 
 
-async def wait_listening(port: int, proc: subprocess.Popen) -> None:
+def journal(unit: str) -> str:
+    return subprocess.run(["journalctl", "-u", unit, "--no-pager", "-o", "cat"],
+                          capture_output=True, text=True).stdout
+
+
+async def wait_listening(port: int, unit: str) -> None:
     for _ in range(300):
-        if proc.poll() is not None:
-            raise AssertionError(f"whoami-oauth exited: {proc.stdout.read().decode()}")
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.close()
             return
         except OSError:
             await asyncio.sleep(0.1)
-    raise AssertionError("whoami-oauth did not listen")
+    raise AssertionError(f"whoami-oauth did not listen:\n{journal(unit)}")
 
 
 async def follow(browser: Browser, path: str, seen: list[str]) -> tuple[int, str]:
@@ -260,3 +220,27 @@ async def test_a_visitor_logs_in_on_the_way_and_lands_on_the_service(hub_with_wh
         status, body, seen = await visit(b, confirm=True, start=target)
         assert status == 200 and json.loads(body)["name"] == alice.name
         assert seen[-1] == PREFIX, seen  # back where the visit began (the state's next)
+
+
+def chromium_visit(page, user) -> dict:
+    """In Chromium: log in to the hub, open the service, authorize it on the hub's
+    confirmation page, and read what the service says of the visitor."""
+    page.open("/hub/login")
+    log_in(page, user)
+    page.wait_for_path("/hub/home")
+    page.open(PREFIX)
+    page.wait_for(lambda p: p.path.startswith("/hub/api/oauth2/authorize"), timeout=20,
+                  what="the hub's authorization page")
+    page.button("Authorize").click()
+    page.wait_for(lambda p: p.path == PREFIX and '"name"' in p.text("body"),
+                  timeout=20, what="the service's answer")
+    return json.loads(page.text("body"))
+
+
+async def test_in_chromium_each_user_sees_their_own_name(hub_with_whoami, chromium):  # noqa: F811
+    hub, alice, bob, _, _ = hub_with_whoami
+    for user in (alice, bob):
+        page = await asyncio.to_thread(chromium, hub)
+        model = await asyncio.to_thread(chromium_visit, page, user)
+        assert model["name"] == user.name, model
+        assert model["kind"] == "user"

@@ -176,7 +176,7 @@ async def adopted_restarted_stopped(start_hub, hub_config, name: str, unit: str)
                                                  'environment = { MODE = "two" }\n'))
     hub = await start_hub(changed, hub_port)
     assert main_pid(unit) not in (0, pid)
-    assert await whoami(hub, token) == 401  # no such token (any more)
+    assert await whoami(hub, token) == 403  # no such token (any more): JupyterHub's answer
     async with Browser(hub) as anonymous:
         seen = await echo_env(anonymous, name)
     assert seen["whoami"]["token_id"] != before
@@ -195,7 +195,7 @@ async def adopted_restarted_stopped(start_hub, hub_config, name: str, unit: str)
     hub = await start_hub(hub_config(), hub_port)
     assert systemctl("is-active", unit).strip() in ("inactive", "unknown")
     assert not hub.app["services"].token_file(name).exists()
-    assert await whoami(hub, token) == 401  # no such token (any more)
+    assert await whoami(hub, token) == 403  # no such token (any more): JupyterHub's answer
 
 
 async def test_an_external_services_token_from_the_config(start_hub, hub_config, tmp_path):

@@ -253,6 +253,9 @@ BAD = [
      'hub.ssl_key: expected a path because hub.ssl_cert is set, got ""'),
     ("[hub]\nssl_key = '/etc/ssl/a.key'",
      'hub.ssl_cert: expected a path because hub.ssl_key is set, got ""'),
+    ("[services.stats]\ncommand = ['stats']\noauth = true",
+     "services.stats.oauth: a service logs its users in through the hub at /services/<name>/, "
+     "so it needs a url"),
 ]
 
 
