@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from appliance import units
+from tests.bench.jupyterhub_side import base_config
 from tests.ports import free_ports
 
 START_TIMEOUT = 120.0
@@ -95,29 +96,15 @@ class JupyterHub:
             .split()[0]
 
     def config(self) -> str:
-        """jupyterhub_config.py: its defaults, plus what this container needs."""
-        python = self.tools / "venv/bin/python"
-        chp = self.tools / "chp/node_modules/.bin/configurable-http-proxy"
+        """jupyterhub_config.py: the benchmark's base (its defaults, plus what this container
+        needs), DummyAuthenticator and the external services."""
         services = [{"name": n, "api_token": t} for n, t in self.services.items()]
-        return f"""# Written by tests/integration/real_jupyterhub.py for one test module.
-c = get_config()  # noqa: F821
-# Loopback only, on free ports: the machine is shared.
-c.JupyterHub.bind_url = "http://127.0.0.1:{self.ports['public']}"
-c.JupyterHub.hub_bind_url = "http://127.0.0.1:{self.ports['hub']}"
-c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{self.ports['proxy_api']}"
-c.ConfigurableHTTPProxy.command = ["{chp}"]
-c.ConfigurableHTTPProxy.pid_file = "{self.workdir}/proxy.pid"
-c.JupyterHub.db_url = "sqlite:///{self.workdir}/jupyterhub.sqlite"
-c.JupyterHub.cookie_secret_file = "{self.workdir}/jupyterhub_cookie_secret"
+        head = "# Written by tests/integration/real_jupyterhub.py for one test module.\n"
+        return head + base_config(self.tools, self.workdir, self.ports) + f"""
 # Tokens from `jupyterhub token`, as ours come from `notebook-appliance token`: no login.
 c.JupyterHub.authenticator_class = "dummy"
 c.Authenticator.allow_all = True
 c.Authenticator.admin_users = {{"{self.admin}"}}
-# Servers as systemd units (systemd-run), running the container's Debian notebook 6.4.12
-# through jupyterhub-singleuser, as tests/bench/jupyterhub_side.py does.
-c.JupyterHub.spawner_class = "systemd"
-c.Spawner.cmd = ["{python}", "-m", "jupyterhub.singleuser"]
-c.Spawner.environment = {{"JUPYTERHUB_SINGLEUSER_APP": "notebook"}}
 # External services: a name and a token, nothing started.
 c.JupyterHub.services = {services!r}
 """

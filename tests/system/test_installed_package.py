@@ -9,6 +9,7 @@ import ast
 import asyncio
 import json
 import re
+import subprocess
 import time
 import tomllib
 from pathlib import Path
@@ -541,6 +542,72 @@ def test_upgrade_keeps_server_and_config(vm, loop, people, upgrade_deb, state):
     assert vm.ssh(f"grep -x 'session_max_age = \"7d\"' {CONFIG}", check=False).returncode == 0
     assert alice.request("GET", f"/user/{USER1}/api/status")[0] == 200
     assert errors == []
+
+
+def culler_venv() -> Path:
+    """The venv with the real jupyterhub-idle-culler that the container tier uses (built or
+    reused by tests/infra/pypi-tools.sh with Debian 12's python3.11, the VM's too)."""
+    out = subprocess.run([str(Path(__file__).parents[1] / "infra" / "pypi-tools.sh")],
+                         stdout=subprocess.PIPE, text=True, check=True)
+    return Path(out.stdout.strip().splitlines()[-1]) / "venv"
+
+
+def test_the_real_idle_culler_against_the_installed_hub(vm, people, state, tmp_path):
+    """8b. jupyterhub-idle-culler 2.0.0 from PyPI, unmodified, as the README sets it up (a
+    service and a role with its documented scopes) on the installed hub: it culls bob's idle
+    server, leaves alice's (in use) alone, and its token cannot open alice's server."""
+    need(state, "alice_ready", "bob_logged_in")
+    alice, bob = people[USER1], people[USER2]
+    unit = "notebook-appliance-service-idle-culler.service"
+    token_file = "/run/notebook-appliance/services/idle-culler.token"
+    if is_active(vm, f"notebook-{USER2}.service") != "active":
+        assert bob.start_server()[-1].get("ready") is True
+    venv = culler_venv()
+    archive = tmp_path / "culler.tar.gz"
+    subprocess.run(["tar", "-C", "/", "-czf", str(archive), str(venv).lstrip("/")], check=True)
+    vm.copy_in(archive, "/root/culler.tar.gz")
+    vm.ssh("tar -C / -xzf /root/culler.tar.gz")
+    argv = [f"{venv}/bin/python3", "-m", "jupyterhub_idle_culler", "--timeout=60",
+            "--cull-every=10"]
+    vm.ssh(f"cp -p {CONFIG} /root/appliance.toml.before")
+    vm.ssh(f"cat >> {CONFIG}", input=(
+        f"\n[services.idle-culler]\ncommand = {json.dumps(argv)}\n"
+        '[roles.idle-culler]\nscopes = ["list:users", "read:users:activity", '
+        '"read:servers", "delete:servers"]\nservices = ["idle-culler"]\n'))
+    try:
+        vm.ssh(f"systemctl restart {HUB}")
+        assert wait_for("the hub to be active", lambda: is_active(vm, HUB) == "active")
+        assert wait_for("the culler to run", lambda: is_active(vm, unit) == "active")
+
+        def bob_culled() -> bool:
+            # alice works meanwhile: her server is in use, through the hub's proxy.
+            assert alice.request("GET", f"/user/{USER1}/api/status")[0] == 200
+            return is_active(vm, f"notebook-{USER2}.service") != "active"
+        wait_for("the culler to stop bob's idle server", bob_culled, timeout=400, every=5)
+        journal = vm.ssh(f"journalctl -u {unit} -o cat --no-pager").stdout
+        print(journal[-3000:])
+        assert f"Culling server {USER2}" in journal, journal[-3000:]
+        assert is_active(vm, f"notebook-{USER1}.service") == "active"
+        assert f"Culling server {USER1}" not in journal
+        token = vm.ssh(f"cat {token_file}").stdout.strip()
+        headers = {"Authorization": f"token {token}"}
+        status, _ = alice.loop.run(bare_request(vm.hub_url, f"/user/{USER1}/api/status",
+                                                headers))
+        assert status == 403, status
+        status, _ = alice.loop.run(bare_request(vm.hub_url, "/hub/api/users", headers))
+        assert status == 200, status
+    finally:
+        vm.ssh(f"cp -p /root/appliance.toml.before {CONFIG}")
+        vm.ssh(f"systemctl restart {HUB}")
+    assert wait_for("the hub to be active", lambda: is_active(vm, HUB) == "active")
+    assert wait_for("the culler to be stopped", lambda: is_active(vm, unit) != "active")
+
+
+async def bare_request(base: str, path: str, headers: dict) -> tuple[int, str]:
+    """One GET without any cookie: only the headers' credentials count."""
+    async with aiohttp.ClientSession() as session:
+        async with session.get(base + path, headers=headers, allow_redirects=False) as r:
+            return r.status, await r.text()
 
 
 def test_purge(vm, state):
