@@ -19,7 +19,7 @@ from appliance.errors import BadRequest, Conflict, SpawnError, SystemdError
 from appliance.events import Cause, Event, Events, Kind
 from appliance.profiles import Profile
 from appliance.spawnqueue import SpawnQueue
-from appliance.store import Store
+from appliance.store import SERVER_TOKEN_NOTE, Store
 from appliance.systemd import SERVICE, Systemd
 from appliance.upstream import Upstream, probe
 from appliance.userserver import Server, ServerState
@@ -236,7 +236,7 @@ class Spawner:
     async def _wait_answering(self, server: Server) -> None:
         """Poll the socket until Jupyter answers HTTP; fail if the unit dies meanwhile."""
         deadline = time.monotonic() + self.cfg.spawner.start_timeout
-        while not await probe(server.paths.socket, server.url + "api", server.token):
+        while not await self._answers(server):
             if server.exited:
                 raise SpawnError(server.message or "the server stopped while starting")
             if time.monotonic() > deadline:
@@ -306,13 +306,14 @@ class Spawner:
             await self.systemd.stop(server.unit)
             await self.systemd.reset_failed(server.unit)
         finally:
+            # The token and OAuth client first: nothing below may leave them working.
+            await self._revoke(server)
             self.systemd.unwatch(server.unit)
             self.queue.stopped(server.unit)
             if server.upstream is not None:
                 await server.upstream.close()
                 server.upstream = None
             await self._in_thread(rundir.remove_directory, server.paths)
-            await self._revoke(server)
 
     async def _last_reading(self, server: Server) -> None:
         """The cgroup's counters just before the unit goes away (usage history keeps them);
@@ -378,7 +379,7 @@ class Spawner:
         if state.running:
             self.queue.reserve(server.unit, self._profile(server).memory)
             await self._grant(server)
-        if state.running and await probe(server.paths.socket, server.url + "api", server.token):
+        if state.running and await self._answers(server):
             server.upstream = self._upstream(server)
             server.cgroup = await self.systemd.unit_property(server.unit, SERVICE, "ControlGroup")
             server.oom_kills = -1
@@ -429,7 +430,7 @@ class Spawner:
         """What a server needs from the hub as JupyterHub gives it: its token as an API
         token with the `server` role's scopes, and its OAuth client, whose secret that
         token is (JupyterHub's User.spawn)."""
-        description = f"Server at {server.url}"
+        description = f"{SERVER_TOKEN_NOTE}{server.url}"
         await self.store.ensure_token(server.user, server.token, description,
                                       hubenv.server_token_scopes(server.user, server.name))
         self.oauth_clients.register_client(
@@ -441,6 +442,14 @@ class Spawner:
         self.oauth_clients.unregister(hubenv.server_client_id(server.user, server.name))
         if server.token:
             await self.store.delete_token(server.token)
+
+    async def _answers(self, server: Server) -> bool:
+        """Whether Jupyter answers on the server's socket. jupyterhub-singleuser is asked
+        without the token: it would check it with the hub, which may not listen yet (a
+        restart adopting servers before it binds its socket)."""
+        oauth = hubenv.speaks_hub_oauth(self._profile(server).command)
+        return await probe(server.paths.socket, server.url + "api",
+                           None if oauth else server.token)
 
     def _upstream(self, server: Server) -> Upstream:
         """The relay to a ready server; jupyterhub-singleuser gets the browser's own

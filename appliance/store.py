@@ -137,6 +137,8 @@ SCHEMA_VERSION = 1 + len(_MIGRATIONS)
 _TOKEN_COLUMNS = "id, user, note, created, last_used, expires, scopes, service, client"
 #: A user's columns in UserRecord's order; rowid is JupyterHub's user id (creation order).
 _USER_COLUMNS = "name, admin, created, last_activity, rowid"
+#: The note a server's own token has ("Server at /user/alice/", JupyterHub's).
+SERVER_TOKEN_NOTE = "Server at "
 #: A token's last_used is written at most this often (seconds): a busy tool is not a write
 #: per request.
 LAST_USED_EVERY = 60.0
@@ -367,9 +369,13 @@ class Store:
                                user)
 
     async def purge_expired_sessions(self) -> int:
-        """Forget sessions past their expiry; how many there were."""
-        return await self._run(self._count, "DELETE FROM sessions WHERE expires<=?",
-                               time.time())
+        """Forget sessions past their expiry, and the OAuth tokens past theirs (each HubOAuth
+        login makes one); how many sessions there were."""
+        return await self._run(self._purge_expired, time.time())
+
+    def _purge_expired(self, now: float) -> int:
+        self._count("DELETE FROM tokens WHERE client!='' AND expires<=?", now)
+        return self._count("DELETE FROM sessions WHERE expires<=?", now)
 
     async def end_sessions_of(self, user: str) -> int:
         """End every session of a user; how many there were."""
@@ -464,9 +470,12 @@ class Store:
         rows = self._q(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE hash=? AND "
                        "(expires IS NULL OR expires>?)", digest, now)
         if rows and self._count("UPDATE tokens SET last_used=? WHERE hash=? AND (last_used IS "
-                                "NULL OR last_used<?)", now, digest, now - LAST_USED_EVERY):
+                                "NULL OR last_used<?)", now, digest, now - LAST_USED_EVERY) \
+                and not rows[0][2].startswith(SERVER_TOKEN_NOTE):
             # As JupyterHub: a token's use is its owner's activity too (so a tool's owner is
-            # not culled as idle while the tool runs), as coarse as last_used.
+            # not culled as idle while the tool runs), as coarse as last_used; but not the
+            # server's own token (the culler asks each server, a singleuser server checks
+            # the token with the hub: the user would never look idle).
             self._q("UPDATE users SET last_activity=? WHERE name=? AND "
                     "(last_activity IS NULL OR last_activity<?)", now, rows[0][1], now)
         return _token_record(rows[0]) if rows else None

@@ -10,7 +10,7 @@ import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from appliance import hubenv
 from appliance.config import Config
@@ -231,7 +231,23 @@ def hardening_properties(cfg: Config, owner: Owner, paths: ServerPaths) -> list[
         ("RestrictAddressFamilies", "(bas)",
          [True, ["AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"]]),
         ("IPAddressDeny", "a(iayu)", address_ranges(cfg.spawner.ip_address_deny)),
+        # A student's process may not take the hub's port or a service's while it is down (a
+        # restart): /services/<name>/ would relay everyone to it, on the hub's origin, with
+        # their Authorization. Enforced by cgroup v2's BPF (systemd.resource-control(5)).
+        ("SocketBindDeny", "a(iiqq)",
+         [[socket.AF_UNSPEC, socket.IPPROTO_TCP, 1, port] for port in reserved_ports(cfg)]),
     ]
+
+
+def reserved_ports(cfg: Config) -> list[int]:
+    """The TCP ports no server may bind: the hub's and its services' loopback ones."""
+    ports = {cfg.hub.port}
+    for _, service in cfg.services:
+        if service.url.startswith("http"):
+            port = urlsplit(service.url).port
+            if port:
+                ports.add(port)
+    return sorted(ports)
 
 
 def address_ranges(networks: tuple[str, ...]) -> list[list]:

@@ -155,15 +155,17 @@ class _FixedResolver(AbstractResolver):
         """Nothing to close."""
 
 
-async def probe(socket: Path, path: str, token: str) -> bool:
-    """True if an HTTP GET of path over the UNIX socket answers 200."""
+async def probe(socket: Path, path: str, token: str | None) -> bool:
+    """True if an HTTP GET of path over the UNIX socket (with the token, if any) answers
+    200."""
     try:
         reader, writer = await asyncio.open_unix_connection(str(socket))
     except OSError:
         return False
     try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: token {token}"
-                     "\r\nConnection: close\r\n\r\n".encode())
+        auth = f"Authorization: token {token}\r\n" if token else ""
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}"
+                     "Connection: close\r\n\r\n".encode())
         status = await asyncio.wait_for(reader.readline(), timeout=5)
         return status.split(b" ")[1:2] == [b"200"]
     except (OSError, asyncio.TimeoutError, IndexError):

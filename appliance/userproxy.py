@@ -50,11 +50,14 @@ async def handle_user_request(request: web.Request) -> web.StreamResponse:
         if request.get("user_label") is not None:  # the hub logs in, or hands over a code
             raise web.HTTPFound(origins.hub_origin(request, user_domain) + request.raw_path)
         raise web.HTTPFound("/hub/login?next=" + quote(path))
-    access.check_open(identity, user, request.app["config"].auth.admin_access)
-    if user_domain and request.get("user_label") is None and identity.via == "cookie":
-        return to_user_host(request, user_domain, identity.name, user, path)
     spawner = request.app["spawner"]
     server = server_for(spawner, user, path)
+    # The server the path reaches is the one checked: a token for alice's default server
+    # (access:servers!server=alice/) does not open her named ones.
+    access.check_open(identity, user, request.app["config"].auth.admin_access,
+                      server.name if server is not None else "")
+    if user_domain and request.get("user_label") is None and identity.via == "cookie":
+        return to_user_host(request, user_domain, identity.name, user, path)
     if server is None:
         if not identity.is_user(user):  # an admin asking after a user the hub never saw
             raise NotFound(f"no server for {user}", user_message="There is no such server.")

@@ -88,6 +88,15 @@ async def test_named_servers_start_proxy_limit_adopt_and_remove(start_hub, hub_c
         assert await a.execute(alice.name, "6*7", server="project") == "42"
         async with a.request("GET", f"/user/{alice.name}/api/status") as r:
             assert r.status == 424
+        # A token for one server opens that one only (JupyterHub's !server= filter).
+        for scope, status in ((f"access:servers!server={alice.name}/", 403),
+                              (f"access:servers!server={alice.name}/project", 200)):
+            async with a.request("POST", f"/hub/api/users/{alice.name}/tokens",
+                                 json={"scopes": [scope]}) as r:
+                narrow = (await r.json())["token"]
+            async with Browser(hub, token=narrow) as n:
+                async with n.request("GET", f"/user/{alice.name}/project/api/status") as r:
+                    assert r.status == status, (scope, await r.text())
         servers = (await model(a, alice.name))["servers"]
         assert set(servers) == {"project"}
         assert servers["project"]["url"] == f"/user/{alice.name}/project/"

@@ -195,6 +195,22 @@ def test_kernel_over_proxied_websocket(vm, people, state):
     # read-only for every server, so instructors could not write it from a notebook either.
     assert wrote == "PermissionError EACCES", wrote
     assert vm.ssh("test -e /srv/data/written-by-student", check=False).returncode != 0
+    # The hub's port is not a student's to take, even while the hub restarts
+    # (SocketBindDeny=: EPERM, not the EADDRINUSE of a port merely in use).
+    out = alice.execute(BIND_HUB_PORT)
+    assert out == {"result": "'EPERM'"}, out
+
+
+BIND_HUB_PORT = """
+import errno, socket
+s = socket.socket()
+try:
+    s.bind(("127.0.0.1", 8000))
+    r = "bound"
+except OSError as e:
+    r = errno.errorcode[e.errno]
+r
+"""
 
 
 METADATA = ("169.254.169.254", 8080)

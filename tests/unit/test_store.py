@@ -183,6 +183,24 @@ async def test_token_scopes_are_kept_and_use_is_the_owners_activity(store):
     assert (await store.get_user("hal")).admin is True
 
 
+async def test_a_servers_own_token_is_not_its_owners_activity(store):
+    await store.ensure_user("ida", False)
+    await store.ensure_token("ida", "server-secret", "Server at /user/ida/", ("a",))
+    assert (await store.use_token("server-secret")).user == "ida"
+    assert (await store.get_user("ida")).last_activity is None
+
+
+async def test_expired_oauth_tokens_are_purged_with_the_sessions(store):
+    await store.ensure_user("jo", False)
+    gone, _ = await store.issue_token("jo", "", 0.01, ("x",), client="service-a")
+    kept, _ = await store.issue_token("jo", "", 60, ("x",), client="service-a")
+    await store.issue_token("jo", "script", 0.01)  # its owner's to see end: kept
+    time.sleep(0.02)
+    await store.purge_expired_sessions()
+    assert [t.note for t in await store.list_tokens("jo")] == ["", "script"]
+    assert await store.use_token(kept) is not None and await store.use_token(gone) is None
+
+
 async def test_a_services_token_replaces_its_last_and_goes_with_the_service(store, tmp_path):
     user_token = await store.create_token("bob")
     first = await store.replace_service_token("cull", "s" * 32, "one")

@@ -144,6 +144,16 @@ def test_hardening_hides_other_homes_and_can_be_turned_off(tmp_path):
         config.load(path)
 
 
+def test_no_server_may_bind_the_hubs_port_or_a_services(tmp_path):
+    assert props()["SocketBindDeny"] == ("a(iiqq)", [[0, 6, 1, 8000]])
+    path = tmp_path / "a.toml"
+    path.write_text('[hub]\nport = 443\n[services.stats]\ncommand = ["s"]\n'
+                    'url = "http://127.0.0.1:10101"\n[services.sock]\ncommand = ["s"]\n'
+                    'url = "unix:/run/s.sock"\n')
+    assert props(config.load(path))["SocketBindDeny"][1] == [[0, 6, 1, 443],
+                                                             [0, 6, 1, 10101]]
+
+
 def test_unit_names_leave_room_for_named_servers():
     assert units.unit_name("alice") == "notebook-alice.service"
     assert units.unit_name("alice", "gpu") == "notebook-alice:gpu.service"
