@@ -746,6 +746,13 @@ _PROFILES_EXAMPLE = """
 # description = "Cull idle servers"
 # scopes = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
 # users = ["teacher"]
+#
+# The built-in server role's scopes (every server's token) may be redefined, e.g. so that
+# nbgrader's extensions read their user's groups and the services (README, "Works with"):
+#
+# [roles.server]
+# scopes = ["users:activity!user", "access:servers!server", "read:users:groups!user",
+#           "list:services", "read:services"]
 
 # Services (optional, JupyterHub's): programs that use the hub's API with a token of their
 # own. With a command the hub runs one as the unit notebook-appliance-service-<name>.service
@@ -760,6 +767,9 @@ _PROFILES_EXAMPLE = """
 # [roles.idle-culler]
 # scopes = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
 # services = ["idle-culler"]
+#
+# A service may run as an account (user = "grader-course101", its files its own) in a
+# directory of its own (cwd = "/home/grader-course101"), as nbgrader's formgrader does.
 #
 # An external service (started by someone else) gets its token here instead; the file must
 # then not be readable by everyone (chmod o-r):
