@@ -469,6 +469,9 @@ class ServiceConfig:
     user: str = _opt("", _check(lambda v: isinstance(v, str) and (v == "" or _NAME.fullmatch(v)),
                                 'expected a user name or "" (a DynamicUser= of its own)'),
         'Account the command runs as; "" = a throwaway one (systemd\'s DynamicUser=).')
+    cwd: Path | None = _opt("", _opt_path,
+        'Working directory (JupyterHub\'s cwd), e.g. the account\'s home; "" = '
+        "/var/lib/notebook-appliance-service-<name>.")
     api_token: str = _opt("", _api_token,
         "The service's token, for an external service (the file must then not be readable "
         "by everyone); a managed one is given a fresh token.")
@@ -477,6 +480,10 @@ class ServiceConfig:
 #: A role's name (JupyterHub's _role_name_pattern); the default roles are built in.
 _ROLE_NAME = re.compile(r"[a-z][a-z0-9\-_~.]{1,253}[a-z0-9]")
 _BUILTIN_ROLES = ("user", "admin", "server", "token")
+#: Built-in roles a [roles.<name>] table may redefine the scopes of (JupyterHub's load_roles
+#: lets the default roles' scopes be changed): `server`, the scopes of every server's token
+#: (nbgrader's servers read their user's groups and the services with it).
+_REDEFINABLE_ROLES = ("server",)
 
 
 #: A service's name: it appears in URLs (/services/<name>/) and in its unit's name.
@@ -591,15 +598,26 @@ def _role_name_problem(name: str) -> str:
     if not _ROLE_NAME.fullmatch(name):
         return ("expected a role name of 3-255 lower-case letters, digits and -_~. starting "
                 "with a letter")
-    if name in _BUILTIN_ROLES:
-        return (f"expected a new role's name, got the built-in role {name!r} (built in: "
+    if name in _BUILTIN_ROLES and name not in _REDEFINABLE_ROLES:
+        return (f"expected a new role's name (or {', '.join(_REDEFINABLE_ROLES)}, whose "
+                f"scopes may be redefined), got the built-in role {name!r} (built in: "
                 f"{', '.join(_BUILTIN_ROLES)})")
     return ""
 
 
 def _roles(tables: dict[str, Any], src: str) -> tuple[tuple[str, RoleConfig], ...]:
-    """Every [roles.<name>] table; JupyterHub's role names, none of the built-in ones."""
-    return tuple(_named_tables(tables, "roles", RoleConfig, src, _role_name_problem))
+    """Every [roles.<name>] table; JupyterHub's role names, none of the built-in ones but
+    those whose scopes may be redefined, which then hold nothing but scopes (the server role
+    is every server's, nobody is given it)."""
+    roles = tuple(_named_tables(tables, "roles", RoleConfig, src, _role_name_problem))
+    for name, role in roles:
+        if name in _REDEFINABLE_ROLES:
+            for key in ("users", "groups", "services"):
+                if getattr(role, key):
+                    raise ConfigError(f"{src}: roles.{name}.{key}: the built-in {name} role "
+                                      f"is every server token's; only its scopes may be "
+                                      f"set")
+    return roles
 
 
 def _services(tables: dict[str, Any], src: str) -> tuple[tuple[str, ServiceConfig], ...]:
@@ -728,6 +746,13 @@ _PROFILES_EXAMPLE = """
 # description = "Cull idle servers"
 # scopes = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
 # users = ["teacher"]
+#
+# The built-in server role's scopes (every server's token) may be redefined, e.g. so that
+# nbgrader's extensions read their user's groups and the services (README, "Works with"):
+#
+# [roles.server]
+# scopes = ["users:activity!user", "access:servers!server", "read:users:groups!user",
+#           "list:services", "read:services"]
 
 # Services (optional, JupyterHub's): programs that use the hub's API with a token of their
 # own. With a command the hub runs one as the unit notebook-appliance-service-<name>.service
@@ -742,6 +767,9 @@ _PROFILES_EXAMPLE = """
 # [roles.idle-culler]
 # scopes = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
 # services = ["idle-culler"]
+#
+# A service may run as an account (user = "grader-course101", its files its own) in a
+# directory of its own (cwd = "/home/grader-course101"), as nbgrader's formgrader does.
 #
 # An external service (started by someone else) gets its token here instead; the file must
 # then not be readable by everyone (chmod o-r):

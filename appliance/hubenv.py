@@ -10,6 +10,8 @@ import json
 from pathlib import PurePosixPath
 from urllib.parse import quote
 
+from appliance.scopes import DEFAULT_ROLES
+
 #: The variable that carries a server's API token (read from its 0400 file by secretenv.py).
 TOKEN_VARIABLE = "JUPYTERHUB_API_TOKEN"
 #: jupyter_server takes --sock only with its default port (serverapp.py: "Options --port and
@@ -52,10 +54,18 @@ def speaks_hub_oauth(command: tuple[str, ...]) -> bool:
                for a, b in zip(command, command[1:], strict=False))
 
 
-def server_token_scopes(user: str, server: str = "") -> tuple[str, ...]:
-    """JupyterHub's `server` role with its filters resolved (user.py, spawn): report the
-    user's activity and open this server; the token identifies its user as any does."""
-    return (f"users:activity!user={user}", server_access_scope(user, server))
+def server_token_scopes(user: str, server: str = "",
+                        role: tuple[str, ...] = DEFAULT_ROLES["server"]) -> tuple[str, ...]:
+    """The `server` role's scopes (JupyterHub's, or [roles.server]'s) with their bare filters
+    resolved for this server, as JupyterHub resolves them when it spawns it (user.py): `!user`
+    is its user's, `!server` this server's; `inherit` stays (the token then does what its user
+    does). The token identifies its user as any does."""
+    resolved = {"!user": f"!user={user}", "!server": f"!server={user}/{server}"}
+    out = []
+    for scope in role:
+        base, bang, filter_ = scope.partition("!")
+        out.append(base + resolved.get(bang + filter_, bang + filter_))
+    return tuple(out)
 
 
 def access_scopes(user: str, server: str = "") -> list[str]:

@@ -72,6 +72,10 @@ def environment(name: str, service: ServiceConfig, api_url: str) -> dict[str, st
         "JUPYTERHUB_COOKIE_HOST_PREFIX_ENABLED": "0",
         # hub.base_url ("/hub/") without "hub/".
         "JUPYTERHUB_BASE_URL": "/",
+        # Spawner.get_env names the service's `user` (its _MockUser) and no server; tools
+        # that run as a user's server would (nbgrader's formgrader) read them.
+        "JUPYTERHUB_USER": service.user,
+        "JUPYTERHUB_SERVER_NAME": "",
     }
     env.update(dict(service.environment))
     env["JUPYTERHUB_SERVICE_NAME"] = name
@@ -112,7 +116,8 @@ def properties(name: str, service: ServiceConfig, api_url: str,
         # (url = "unix:/run/notebook-appliance-service-<name>/..."), owned by its user.
         ("StateDirectory", "as", [state]),
         ("RuntimeDirectory", "as", [state]),
-        ("WorkingDirectory", "s", f"/var/lib/{state}"),
+        # JupyterHub's cwd (e.g. a grader account's home), else its state directory.
+        ("WorkingDirectory", "s", str(service.cwd or f"/var/lib/{state}")),
         ("NoNewPrivileges", "b", True),
         ("PrivateTmp", "b", True),
     ]

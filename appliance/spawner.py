@@ -432,10 +432,16 @@ class Spawner:
         token is (JupyterHub's User.spawn)."""
         description = f"{SERVER_TOKEN_NOTE}{server.url}"
         await self.store.ensure_token(server.user, server.token, description,
-                                      hubenv.server_token_scopes(server.user, server.name))
+                                      hubenv.server_token_scopes(server.user, server.name,
+                                                                 self._server_role()))
         self.oauth_clients.register_client(
             hubenv.server_client_id(server.user, server.name), server.token,
             server.url + "oauth_callback", description, server=(server.user, server.name))
+
+    def _server_role(self) -> tuple[str, ...]:
+        """The `server` role's scopes: [roles.server]'s, else JupyterHub's."""
+        role = dict(self.cfg.roles).get("server")
+        return role.scopes if role is not None else hubenv.DEFAULT_ROLES["server"]
 
     async def _revoke(self, server: Server) -> None:
         """A stopped server's token and OAuth client are gone."""

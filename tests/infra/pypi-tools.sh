@@ -3,7 +3,9 @@
 # PyPI, unmodified: a venv with jupyterhub-idle-culler (venv/), and one with
 # JupyterHub's jupyterhub-singleuser and JupyterLab 4 (singleuser/), the server
 # command of tests/integration/test_singleuser.py and the HubOAuth of
-# tests/integration/test_hub_oauth.py. Cached by their pinned versions and this
+# tests/integration/test_hub_oauth.py; and the same with nbgrader (nbgrader/), the
+# servers and formgrader service of tests/integration/test_nbgrader.py (a venv of its
+# own: its extensions load into every server that runs from it). Cached by their pinned versions and this
 # script's hash, like tests/infra/rootfs.sh caches the rootfs.
 # Usage: tests/infra/pypi-tools.sh  -> prints the tools directory on stdout.
 #
@@ -23,11 +25,14 @@ set -eu
 IDLE_CULLER_VERSION=${IDLE_CULLER_VERSION:-2.0.0}
 JUPYTERHUB_VERSION=${JUPYTERHUB_VERSION:-6.1.1}
 JUPYTERLAB_VERSION=${JUPYTERLAB_VERSION:-4.6.6}
+# 0.9.x: the series for JupyterLab 4 and jupyter_server 2 (it asks jupyterlab>=4.2,<5).
+NBGRADER_VERSION=${NBGRADER_VERSION:-0.9.5}
 CACHE=${APPLIANCE_TEST_CACHE:-/var/cache/notebook-appliance-tests}
 PYTHON=/usr/bin/python3
 # The script's own hash: a change to what it does is a new directory.
 SELF=$(sha256sum "$0" | cut -c1-8)
 KEY="idle-culler-$IDLE_CULLER_VERSION-jupyterhub-$JUPYTERHUB_VERSION-lab-$JUPYTERLAB_VERSION"
+KEY="$KEY-nbgrader-$NBGRADER_VERSION"
 DIR="$CACHE/pypi-tools-$KEY-$SELF"
 log() { echo "pypi-tools: $*" >&2; }
 
@@ -64,6 +69,9 @@ venv() {  # venv NAME REQUIREMENT...
 }
 venv venv "jupyterhub-idle-culler==$IDLE_CULLER_VERSION"
 venv singleuser "jupyterhub==$JUPYTERHUB_VERSION" "jupyterlab==$JUPYTERLAB_VERSION"
+# ipykernel: nbgrader's autograde runs the students' notebooks with the python3 kernel.
+venv nbgrader "jupyterhub==$JUPYTERHUB_VERSION" "jupyterlab==$JUPYTERLAB_VERSION" \
+    "nbgrader==$NBGRADER_VERSION" ipykernel
 chmod -R a+rX "$DIR"
 touch "$DIR/.complete"
 echo "$DIR"

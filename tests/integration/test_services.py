@@ -87,6 +87,8 @@ async def test_a_managed_service_has_jupyterhubs_environment_and_a_secret_token(
             f'["access:services", "access:services!service={tcp}"]',
         "JUPYTERHUB_OAUTH_CLIENT_ALLOWED_SCOPES": "[]",
         "JUPYTERHUB_COOKIE_HOST_PREFIX_ENABLED": "0",
+        # The service's `user` (none: JupyterHub's "" for the hub's own account), no server.
+        "JUPYTERHUB_USER": "", "JUPYTERHUB_SERVER_NAME": "",
         "JUPYTERHUB_SERVICE_NAME": tcp, "JUPYTERHUB_SERVICE_URL": cfg.services[0][1].url,
         "JUPYTERHUB_SERVICE_PREFIX": f"/services/{tcp}/"}
     assert seen["has_token"] and seen["uid"] != 0  # a DynamicUser=, not root

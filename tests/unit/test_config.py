@@ -211,6 +211,14 @@ BAD = [
      'services.cull.roles: expected roles defined in [roles.*] (or admin), got "nope"'),
     ("[roles.culler]\nservices = ['nope']",
      'roles.culler.services: expected services defined in [services.*], got "nope"'),
+    ("[roles.admin]\nscopes = ['read:hub']",
+     "roles.admin: expected a new role's name (or server, whose scopes may be redefined), "
+     "got the built-in role 'admin' (built in: user, admin, server, token)"),
+    ("[roles.server]\nscopes = ['inherit']\nusers = ['alice']",
+     "roles.server.users: the built-in server role is every server token's; only its "
+     "scopes may be set"),
+    ("[services.fg]\ncommand = ['c']\ncwd = 'home/grader'",
+     'services.fg.cwd: expected an absolute path or "", got "home/grader"'),
     ("[services.cull]\nscopes = ['read:everything']",
      "services.cull.scopes: expected JupyterHub scopes (Scope 'read:everything' does not "
      'exist), got ["read:everything"]'),

@@ -30,6 +30,12 @@ def test_client_ids_are_jupyterhubs():
 def test_access_scopes_and_the_server_tokens_scopes():
     assert hubenv.server_token_scopes("alice") == ("users:activity!user=alice",
                                                    "access:servers!server=alice/")
+    # [roles.server] redefines them; bare filters are this server's, inherit stays.
+    assert hubenv.server_token_scopes("alice", "lab", (
+        "users:activity!user", "access:servers!server", "read:users:groups!user",
+        "list:services", "inherit")) == (
+        "users:activity!user=alice", "access:servers!server=alice/lab",
+        "read:users:groups!user=alice", "list:services", "inherit")
     assert hubenv.access_scopes("alice", "lab") == ["access:servers!server=alice/lab",
                                                      "access:servers!user=alice"]
     clients = Clients()

@@ -52,3 +52,21 @@ def test_a_services_roles_and_scopes(tmp_path):
     assert held["list:users"] == "*" and held["read:hub"] == "*"
     assert "access:servers" not in held and "read:users" not in held  # no `self` for them
     assert roles.service_scopes("other", []) == frozenset()  # as JupyterHub reports it
+
+
+def test_roles_server_redefines_the_server_tokens_scopes_within_their_owners(tmp_path):
+    roles = roles_for(tmp_path, '[roles.server]\nscopes = ["users:activity!user", '
+                      '"read:users:groups!user", "list:services", "read:services"]\n'
+                      '[roles.staff]\nscopes = ["list:services", "read:services!service=c1"]\n'
+                      'groups = ["formgrade-c1"]\n', {"ann": {"formgrade-c1"}})
+    assert roles.definitions["server"][-1] == "read:services"
+    assert "server" not in roles.of_user("ann", False)  # nobody is given it
+    server_scopes = ["users:activity!user=s", "read:users:groups!user=s", "list:services",
+                     "read:services"]
+    student = parse(roles.token_scopes("s", roles.scopes_of("s", roles.of_user("s", False)),
+                                       server_scopes))
+    assert student["read:users:groups"] == {"user": {"s"}}
+    assert "list:services" not in student  # the student holds no such scope
+    ann = roles.scopes_of("ann", roles.of_user("ann", False))
+    held = parse(roles.token_scopes("ann", ann, [s.replace("=s", "=ann") for s in server_scopes]))
+    assert held["list:services"] == "*" and held["read:services"] == {"service": {"c1"}}

@@ -79,6 +79,19 @@ def test_its_own_slice_restarted_on_failure_a_dynamic_user_by_default(tmp_path):
     assert p["User"] == ("s", "grader") and "DynamicUser" not in p
 
 
+def test_a_service_under_an_account_is_told_its_name_and_runs_in_its_cwd(tmp_path):
+    # JupyterHub's Spawner.get_env names the service's user (nbgrader's formgrader asks the
+    # hub for that account's groups); cwd is JupyterHub's too.
+    p = props(service(tmp_path, '[services.fg]\ncommand = ["c"]\nuser = "grader"\n'
+                                'cwd = "/home/grader"\n', "fg"), "fg")
+    env = env_of(p)
+    assert env["JUPYTERHUB_USER"] == "grader" and env["JUPYTERHUB_SERVER_NAME"] == ""
+    assert p["WorkingDirectory"] == ("s", "/home/grader")
+    p = props(service(tmp_path, '[services.cull]\ncommand = ["c"]\n'))
+    assert env_of(p)["JUPYTERHUB_USER"] == ""  # JupyterHub's, for the hub's own account
+    assert p["WorkingDirectory"] == ("s", "/var/lib/notebook-appliance-service-cull")
+
+
 def test_the_description_changes_with_the_config_only(tmp_path):
     one = props(service(tmp_path, '[services.cull]\ncommand = ["c", "--timeout=60"]\n'))
     same = props(service(tmp_path, '[services.cull]\ncommand = ["c", "--timeout=60"]\n'))
