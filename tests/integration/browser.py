@@ -74,16 +74,19 @@ class Browser:
             assert r.status == 201, await r.text()
             kernel = await r.json()
         try:
-            return await self._run_on_kernel(base, kernel["id"], code)
+            return await self.run_on_kernel(base, kernel["id"], code)
         finally:
             async with self.request("DELETE", f"{base}api/kernels/{kernel['id']}"):
                 pass
 
-    async def _run_on_kernel(self, base: str, kernel_id: str, code: str) -> str:
+    async def run_on_kernel(self, base: str, kernel_id: str, code: str,
+                            headers: dict | None = None) -> str:
+        """Run code on a running kernel of the server at base over its websocket; the
+        result's text/plain (headers: e.g. an X-XSRFToken a jupyter_server 2 may want)."""
         msg_id = uuid.uuid4().hex
         async with self.session.ws_connect(
                 self.url(f"{base}api/kernels/{kernel_id}/channels"),
-                max_msg_size=0) as ws:
+                max_msg_size=0, headers=headers or {}) as ws:
             await ws.send_json(execute_request(msg_id, code))
             async for msg in ws:
                 reply = json.loads(msg.data)

@@ -21,7 +21,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import uuid
 from pathlib import Path
 
 import aiohttp
@@ -29,7 +28,7 @@ import pytest
 
 from appliance import serviceunits, units
 
-from .browser import Browser, execute_request
+from .browser import Browser
 from .conftest import cli
 from .test_hub_oauth import free_port, visit, wait_listening
 
@@ -193,21 +192,9 @@ async def run_code(person: Person, prefix: str, code: str) -> str:
     """A kernel in the server at prefix, code run over its websocket; text/plain of the
     result (Lab's way, as Browser.execute does for /user/<name>/)."""
     kernel = await person.call("POST", f"{prefix}api/kernels", 201, json={})
-    session = person.browser.session
     try:
-        url = person.browser.url(f"{prefix}api/kernels/{kernel['id']}/channels")
-        msg_id = uuid.uuid4().hex
-        async with session.ws_connect(url, headers=person.xsrf(prefix)) as ws:
-            await ws.send_json(execute_request(msg_id, code))
-            async for msg in ws:
-                reply = json.loads(msg.data)
-                if reply.get("parent_header", {}).get("msg_id") != msg_id:
-                    continue
-                if reply["msg_type"] == "execute_result":
-                    return reply["content"]["data"]["text/plain"]
-                if reply["msg_type"] == "error":
-                    raise AssertionError(reply["content"])
-        raise AssertionError("kernel websocket closed without a result")
+        return await person.browser.run_on_kernel(prefix, kernel["id"], code,
+                                                  person.xsrf(prefix))
     finally:
         await person.call("DELETE", f"{prefix}api/kernels/{kernel['id']}", 204)
 
