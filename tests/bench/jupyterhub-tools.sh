@@ -29,7 +29,6 @@ SYSTEMDSPAWNER_VERSION=${SYSTEMDSPAWNER_VERSION:-1.0.2}
 # CHP 5 declares node >= 20; Debian 12 ships node 18, which 4.6.3 supports.
 CHP_VERSION=${CHP_VERSION:-4.6.3}
 CACHE=${APPLIANCE_TEST_CACHE:-/var/cache/notebook-appliance-tests}
-PYTHON=/usr/bin/python3
 DEBIAN_PINS="traitlets==5.5.0 jinja2==3.1.2 markupsafe==2.1.2 packaging==23.0
 python-dateutil==2.8.2 prometheus-client==0.16.0 six==1.16.0"
 # The script's own hash: a change to what it does (or to DEBIAN_PINS) is a new directory.
@@ -38,26 +37,11 @@ KEY="jupyterhub-$JUPYTERHUB_VERSION-systemdspawner-$SYSTEMDSPAWNER_VERSION-chp-$
 DIR="$CACHE/bench-tools-$KEY"
 log() { echo "jupyterhub-tools: $*" >&2; }
 
-if [ -f "$DIR/.complete" ]; then
-    echo "$DIR"
-    exit 0
-fi
-
-"$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || {
-    log "$PYTHON is not Python 3.11 (Debian 12's, as in the container)"; exit 2; }
-"$PYTHON" -c 'import ensurepip' 2>/dev/null || {
-    log "$PYTHON has no venv module: apt-get install python3-venv (or make deps)"; exit 2; }
+# The rootfs builder has its own lock file.
+LOCK=.bench-tools.lock
+. "$(dirname "$0")/../infra/venv-cache.sh"
+venv_cache_begin
 command -v npm >/dev/null || { log "npm missing: apt-get install npm (or make deps)"; exit 2; }
-
-mkdir -p "$CACHE"
-# One builder at a time (flock(1)); the rootfs builder has its own lock file.
-exec 9>"$CACHE/.bench-tools.lock"
-flock 9
-if [ -f "$DIR/.complete" ]; then
-    echo "$DIR"
-    exit 0
-fi
-rm -rf "$DIR"
 # Built in place, not renamed from a temporary directory: console scripts and
 # the venv's pyvenv.cfg name the directory they were made in.
 log "venv with jupyterhub==$JUPYTERHUB_VERSION jupyterhub-systemdspawner==$SYSTEMDSPAWNER_VERSION in $DIR"

@@ -28,7 +28,6 @@ JUPYTERLAB_VERSION=${JUPYTERLAB_VERSION:-4.6.6}
 # 0.9.x: the series for JupyterLab 4 and jupyter_server 2 (it asks jupyterlab>=4.2,<5).
 NBGRADER_VERSION=${NBGRADER_VERSION:-0.9.5}
 CACHE=${APPLIANCE_TEST_CACHE:-/var/cache/notebook-appliance-tests}
-PYTHON=/usr/bin/python3
 # The script's own hash: a change to what it does is a new directory.
 SELF=$(sha256sum "$0" | cut -c1-8)
 KEY="idle-culler-$IDLE_CULLER_VERSION-jupyterhub-$JUPYTERHUB_VERSION-lab-$JUPYTERLAB_VERSION"
@@ -36,25 +35,9 @@ KEY="$KEY-nbgrader-$NBGRADER_VERSION"
 DIR="$CACHE/pypi-tools-$KEY-$SELF"
 log() { echo "pypi-tools: $*" >&2; }
 
-if [ -f "$DIR/.complete" ]; then
-    echo "$DIR"
-    exit 0
-fi
-
-"$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || {
-    log "$PYTHON is not Python 3.11 (Debian 12's, as in the container)"; exit 2; }
-"$PYTHON" -c 'import ensurepip' 2>/dev/null || {
-    log "$PYTHON has no venv module: apt-get install python3-venv (or make deps)"; exit 2; }
-
-mkdir -p "$CACHE"
-# One builder at a time (flock(1)).
-exec 9>"$CACHE/.pypi-tools.lock"
-flock 9
-if [ -f "$DIR/.complete" ]; then
-    echo "$DIR"
-    exit 0
-fi
-rm -rf "$DIR"
+LOCK=.pypi-tools.lock
+. "$(dirname "$0")/venv-cache.sh"
+venv_cache_begin
 # Built in place: console scripts and pyvenv.cfg name the directory they were made in.
 # Only PATH and HOME from the environment: no PYTHONPATH or pyenv shims leak into the
 # build; the host's pip configuration (/etc/pip.conf: its index and CA bundle) applies.
