@@ -10,6 +10,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from appliance import hubenv
 from appliance.config import Config, ProfileConfig, format_size
 from appliance.errors import BadRequest, ConfigError, Forbidden
 
@@ -75,11 +76,18 @@ def _resolve(name: str, p: ProfileConfig, cfg: Config, which: Which,
              command_key: str) -> Profile:
     """A ProfileConfig with what it leaves out taken from [limits] and [spawner]."""
     limits, spawner = cfg.limits, cfg.spawner
+    command = which(p.command or spawner.command, command_key)
+    if cfg.hub.user_domain and hubenv.speaks_hub_oauth(command):
+        # Its OAuth login would send browsers to the hub's paths on the user's own host,
+        # which serves nothing of the hub (origins.py): refused rather than a broken login.
+        raise ConfigError(f"{command_key}: jupyterhub-singleuser cannot log browsers in on "
+                          "users' own hosts (hub.user_domain) yet; use it without "
+                          "hub.user_domain, or jupyter-notebook")
     return Profile(
         name=name, description=p.description or name,
         memory=p.memory or limits.memory, cpu=p.cpu or limits.cpu,
         tasks=p.tasks or limits.tasks,
-        command=which(p.command or spawner.command, command_key),
+        command=command,
         environment=tuple(sorted({**dict(spawner.environment),
                                   **dict(p.environment)}.items())),
         default_url=p.default_url or spawner.default_url,

@@ -79,3 +79,13 @@ def test_a_profile_command_that_is_not_installed_names_its_key(tmp_path):
     with pytest.raises(ConfigError) as e:
         profiles.load(config.load(path))
     assert str(e.value).startswith(f"{path}: profiles.lab.command: 'no-such-jupyter-lab' is not")
+
+
+def test_jupyterhub_singleuser_is_refused_with_users_own_hosts(tmp_path):
+    path = tmp_path / "appliance.toml"
+    path.write_text('[hub]\nuser_domain = "users.example.org"\n'
+                    '[profiles.lab]\ncommand = ["/opt/lab/bin/jupyterhub-singleuser"]\n')
+    with pytest.raises(ConfigError) as e:
+        profiles.load(config.load(path), which=lambda argv, key: argv)
+    assert str(e.value).startswith(f"{path}: profiles.lab.command: jupyterhub-singleuser "
+                                   "cannot log browsers in on users' own hosts")
