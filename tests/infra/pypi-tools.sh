@@ -1,12 +1,15 @@
 #!/bin/sh
-# Build (or reuse) the third-party tools the container tier tests against, from
-# PyPI, unmodified: a venv with jupyterhub-idle-culler (venv/), and one with
-# JupyterHub's jupyterhub-singleuser and JupyterLab 4 (singleuser/), the server
-# command of tests/integration/test_singleuser.py and the HubOAuth of
-# tests/integration/test_hub_oauth.py; and the same with nbgrader (nbgrader/), the
-# servers and formgrader service of tests/integration/test_nbgrader.py (a venv of its
-# own: its extensions load into every server that runs from it). Cached by their pinned versions and this
-# script's hash, like tests/infra/rootfs.sh caches the rootfs.
+# Build (or reuse) the third-party tools the tests run against, from PyPI,
+# unmodified, a venv each:
+# - venv/: jupyterhub-idle-culler (test_idle_culler.py, and the VM tier's guest);
+# - singleuser/: jupyterhub-singleuser with JupyterLab 4 (test_singleuser.py);
+# - hub/: JupyterHub alone, the HubOAuth of whoami-oauth (test_hub_oauth.py, and
+#   the VM tier's guest: small enough to copy in);
+# - nbgrader/: the same as singleuser/ with nbgrader, the servers and formgrader
+#   service of test_nbgrader.py (a venv of its own: its extensions load into every
+#   server that runs from it).
+# Cached by their pinned versions and this script's hash, like tests/infra/rootfs.sh
+# caches the rootfs.
 # Usage: tests/infra/pypi-tools.sh  -> prints the tools directory on stdout.
 #
 # Built on the host, not in the container: the host's pip is the one set up to
@@ -52,6 +55,8 @@ venv() {  # venv NAME REQUIREMENT...
 }
 venv venv "jupyterhub-idle-culler==$IDLE_CULLER_VERSION"
 venv singleuser "jupyterhub==$JUPYTERHUB_VERSION" "jupyterlab==$JUPYTERLAB_VERSION"
+# JupyterHub alone (HubOAuth for whoami-oauth), small enough to copy into the VM tier's guest.
+venv hub "jupyterhub==$JUPYTERHUB_VERSION"
 # ipykernel: nbgrader's autograde runs the students' notebooks with the python3 kernel.
 venv nbgrader "jupyterhub==$JUPYTERHUB_VERSION" "jupyterlab==$JUPYTERLAB_VERSION" \
     "nbgrader==$NBGRADER_VERSION" ipykernel

@@ -23,7 +23,7 @@ from .browser import Browser
 from .test_ui import chromium, log_in  # noqa: F401 (chromium: a fixture)
 
 TOOLS = os.environ.get("APPLIANCE_PYPI_TOOLS", "")
-PYTHON = Path(TOOLS) / "singleuser/bin/python"
+PYTHON = Path(TOOLS) / "hub/bin/python"
 WHOAMI = Path(__file__).with_name("jupyterhub_examples") / "whoami-oauth.py"
 PREFIX = "/services/whoami/"
 

@@ -38,6 +38,7 @@ class Person:
         self.name = name
         self.password = password
         self.last_body = ""
+        self.last_location = ""
         self.session = loop.run(self._session())
 
     @staticmethod
@@ -67,6 +68,8 @@ class Person:
         if method != "GET" and self.xsrf:
             headers = {"X-XSRFToken": self.xsrf, **headers}
         async with self.session.request(method, self.base + path, headers=headers, **kw) as r:
+            # Where a redirect points, as a path on the hub (for following it).
+            self.last_location = r.headers.get("Location", "").removeprefix(self.base)
             return r.status, await r.text()
 
     def json(self, method: str, path: str, **kw) -> dict:
