@@ -121,6 +121,6 @@ class NoSuchUnit(SystemdError):
 
 
 class UpstreamError(ApplianceError):
-    """The user's notebook server could not be reached over its socket."""
+    """A user's notebook server or a service could not be reached (or not safely)."""
 
     status = 502

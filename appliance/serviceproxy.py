@@ -25,5 +25,6 @@ async def handle_service_request(request: web.Request) -> web.StreamResponse:
     upstream = request.app["services"].upstream(name, request.app["config"].proxy)
     if upstream is None:
         raise NotFound(f"no web service {name!r}", user_message="There is no such service.")
+    await request.app["services"].check_listener(name)
     return await relay(request, upstream, path, hub_cookies=HUB_COOKIES,
                        websockets=request.app["websockets"], prefix=prefix(name))

@@ -13,11 +13,13 @@ units look is serviceunits.py's.
 import asyncio
 import logging
 import os
+import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from appliance import serviceunits
 from appliance.config import Config, ProxyConfig, ServiceConfig
-from appliance.errors import SystemdError
+from appliance.errors import SystemdError, UpstreamError
 from appliance.oauth import Clients
 from appliance.store import Store, new_secret
 from appliance.systemd import SERVICE, UNIT, Systemd
@@ -27,6 +29,10 @@ log = logging.getLogger(__name__)
 
 #: Tries (0.2 s apart) to start a unit whose stopped predecessor is still loaded.
 UNIT_EXISTS_TRIES = 25
+#: How long a managed service's port is known to be its own (seconds): checked again after.
+LISTENER_CHECKED_FOR = 2.0
+#: The kernel's tables of TCP sockets (proc(5)); LISTEN is state 0A.
+PROC_NET_TCP = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
 
 
 class Services:
@@ -40,6 +46,8 @@ class Services:
         self.configured: dict[str, ServiceConfig] = dict(cfg.services)
         self.token_dir = cfg.hub.runtime_dir / "services"
         self._upstreams: dict[str, Upstream] = {}
+        #: name -> until when its port was seen held by the service alone (monotonic).
+        self._listener_ok: dict[str, float] = {}
 
     def managed(self) -> dict[str, ServiceConfig]:
         """The services the hub runs (those with a command)."""
@@ -153,6 +161,33 @@ class Services:
             self._upstreams[name] = service_upstream(name, service.url, proxy)
         return self._upstreams[name]
 
+    async def check_listener(self, name: str) -> None:
+        """UpstreamError unless every socket listening on a managed service's loopback port
+        is the service's own (its unit's account). While a service is down (a restart, a
+        crash) anyone on the machine may bind its port: the hub would relay everyone's
+        requests, and their Authorization, to that process on the hub's origin. A service
+        listening holds the port (another account cannot share it, SO_REUSEPORT needs the
+        same uid), so a check every LISTENER_CHECKED_FOR seconds closes the gap. An external
+        service's port is its sysadmin's to guard; a UNIX socket lives in its own directory."""
+        service = self.configured.get(name)
+        if service is None or not service.command or not service.url.startswith("http"):
+            return
+        if self._listener_ok.get(name, 0) > time.monotonic():
+            return
+        loop = asyncio.get_running_loop()
+        port = urlsplit(service.url).port
+        # Not running (between a crash and its restart): whoever listens is someone else.
+        own, uids = await loop.run_in_executor(None, _owner_and_listeners,
+                                               await self.main_pid(name), port)
+        foreign = uids - {own}
+        if foreign:
+            self._listener_ok.pop(name, None)
+            raise UpstreamError(
+                f"service {name}: port {port} is held by uid {sorted(foreign)}, not by the "
+                f"service's own ({own if own is not None else 'not running'}); not relaying",
+                user_message=f"The {name} service is not available right now.")
+        self._listener_ok[name] = time.monotonic() + LISTENER_CHECKED_FOR
+
     async def close(self) -> None:
         """Close the proxy's connections to the services (their units keep running)."""
         for upstream in self._upstreams.values():
@@ -168,6 +203,34 @@ def service_upstream(name: str, url: str, proxy: ProxyConfig) -> Upstream:
     host, _, port = url[len("http://"):].rstrip("/").rpartition(":")
     host = "127.0.0.1" if host == "localhost" else host.strip("[]")
     return Upstream("", None, proxy, tcp=(host, int(port)), label=label)
+
+
+def _owner_and_listeners(pid: int, port: int) -> tuple[int | None, set[int]]:
+    """The uid of process pid (None: 0 or gone), and the uids of every TCP socket listening
+    on port."""
+    try:
+        own = os.stat(f"/proc/{pid}").st_uid if pid else None
+    except OSError:
+        own = None
+    uids: set[int] = set()
+    for table in PROC_NET_TCP:
+        try:
+            uids |= listening_uids(table.read_text(), port)
+        except OSError:
+            pass  # no IPv6
+    return own, uids
+
+
+def listening_uids(table: str, port: int) -> set[int]:
+    """The uids owning the sockets that listen on port, from /proc/net/tcp{,6}'s text
+    ("sl local_address rem_address st ... uid ...": the address as hex, the port last)."""
+    uids = set()
+    for line in table.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 7 and fields[3] == "0A" and \
+                int(fields[1].rpartition(":")[2], 16) == port:
+            uids.add(int(fields[7]))
+    return uids
 
 
 def read_token(path: Path) -> str:

@@ -233,7 +233,9 @@ def hardening_properties(cfg: Config, owner: Owner, paths: ServerPaths) -> list[
         ("IPAddressDeny", "a(iayu)", address_ranges(cfg.spawner.ip_address_deny)),
         # A student's process may not take the hub's port or a service's while it is down (a
         # restart): /services/<name>/ would relay everyone to it, on the hub's origin, with
-        # their Authorization. Enforced by cgroup v2's BPF (systemd.resource-control(5)).
+        # their Authorization. Enforced where systemd is built with BPF_FRAMEWORK (not
+        # Debian 12's, which accepts and ignores it): there services.check_listener's look
+        # at who listens is what guards a service's port.
         ("SocketBindDeny", "a(iiqq)",
          [[socket.AF_UNSPEC, socket.IPPROTO_TCP, 1, port] for port in reserved_ports(cfg)]),
     ]

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from appliance import serviceunits
+from appliance.services import listening_uids
 from tests.ports import free_port
 
 from .browser import Browser
@@ -259,3 +260,38 @@ async def test_a_service_that_bears_a_users_name_is_not_that_user(start_hub, hub
             assert r.status == 403  # read:users is not access:servers, name or no name
         async with service.request("GET", f"/hub/api/users/{alice.name}/server/progress") as r:
             assert r.status == 403
+
+
+async def test_a_port_taken_by_someone_else_is_not_relayed_to(start_hub, hub_config,
+                                                                make_user):
+    """A student's process on a managed service's port gets nobody's requests: the hub sees
+    the port is not the service's, whether the service runs (listening elsewhere, as one
+    misconfigured) or is down (between a crash and its restart)."""
+    student = make_user()
+    up, down = f"up-{secrets.token_hex(3)}", f"down-{secrets.token_hex(3)}"
+    ports = {up: free_port(), down: free_port()}
+    commands = {up: '["/usr/bin/sleep", "infinity"]', down: '["/bin/false"]'}
+    hub = await start_hub(hub_config(extra_toml="".join(
+        f'[services.{n}]\ncommand = {commands[n]}\nurl = "http://127.0.0.1:{ports[n]}"\n'
+        for n in (up, down))))
+    squatters = [subprocess.Popen(
+        ["runuser", "-u", student.name, "--", sys.executable, "-m", "http.server",
+         "--bind", "127.0.0.1", str(port)], stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL) for port in ports.values()]
+    try:
+        async with Browser(hub) as anyone:
+            for name, port in ports.items():
+                await wait_for(lambda p=port: squatter_listens(p), timeout=30)
+                async with anyone.request("GET", f"/services/{name}/",
+                                          headers={"Authorization": "token secret"}) as r:
+                    body = await r.text()
+                assert r.status == 502, (name, body)
+                assert "not available right now" in body and "Directory listing" not in body
+    finally:
+        for squatter in squatters:
+            squatter.terminate()
+            squatter.wait()
+
+
+def squatter_listens(port: int) -> bool:
+    return bool(listening_uids(Path("/proc/net/tcp").read_text(), port))

@@ -8,7 +8,7 @@ from appliance import errors
 from appliance.config import defaults
 from appliance.identity import HUB_COOKIES
 from appliance.proxy import normalise_service_path, relay
-from appliance.services import service_upstream
+from appliance.services import listening_uids, service_upstream
 from tests.ports import free_port
 
 
@@ -103,3 +103,21 @@ def test_service_paths_are_normalised(raw, expected):
 def test_service_paths_that_climb_or_smuggle_are_refused(raw):
     with pytest.raises(errors.BadRequest):
         normalise_service_path(raw)
+
+
+def test_the_uids_listening_on_a_port_from_proc_net_tcp():
+    table = (
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  "
+        "timeout inode\n"
+        "   0: 0100007F:2775 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1001 "
+        "       0 4242 1 0 100 0 0 10 0\n"
+        "   1: 00000000:2775 00000000:0000 0A 00000000:00000000 00:00000000 00000000 61184 "
+        "       0 4243 1 0 100 0 0 10 0\n"
+        "   2: 0100007F:2775 0100007F:D2F0 01 00000000:00000000 00:00000000 00000000  1002 "
+        "       0 4244 1 0 100 0 0 10 0\n"
+        "   3: 0100007F:1F40 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0 "
+        "       0 4245 1 0 100 0 0 10 0\n")
+    # Port 0x2775 = 10101: the two listeners, not the established connection (01).
+    assert listening_uids(table, 10101) == {1001, 61184}
+    assert listening_uids(table, 8000) == {0}
+    assert listening_uids(table, 9) == set()
