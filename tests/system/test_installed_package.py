@@ -569,7 +569,7 @@ def test_the_real_idle_culler_against_the_installed_hub(vm, people, state, tmp_p
     if is_active(vm, f"notebook-{USER2}.service") != "active":
         assert bob.start_server()[-1].get("ready") is True
     venv = pypi_venv(vm, "venv", tmp_path)
-    argv = [f"{venv}/bin/python3", "-m", "jupyterhub_idle_culler", "--timeout=60",
+    argv = [f"{venv}/bin/python3", "-m", "jupyterhub_idle_culler", "--timeout=90",
             "--cull-every=10"]
     vm.ssh(f"cp -p {CONFIG} /root/appliance.toml.before")
     vm.ssh(f"cat >> {CONFIG}", input=(
@@ -577,6 +577,9 @@ def test_the_real_idle_culler_against_the_installed_hub(vm, people, state, tmp_p
         '[roles.idle-culler]\nscopes = ["list:users", "read:users:activity", '
         '"read:servers", "delete:servers"]\nservices = ["idle-culler"]\n'))
     try:
+        # alice has just worked (her server is in use: the culler's first round comes within
+        # its 90 s), bob not for minutes.
+        assert alice.request("GET", f"/user/{USER1}/api/status")[0] == 200
         vm.ssh(f"systemctl restart {HUB}")
         assert wait_for("the hub to be active", lambda: is_active(vm, HUB) == "active")
         assert wait_for("the culler to run", lambda: is_active(vm, unit) == "active")
