@@ -588,9 +588,11 @@ def test_the_real_idle_culler_against_the_installed_hub(vm, people, state, tmp_p
             # alice works meanwhile: her server is in use, through the hub's proxy (the
             # first request may meet a connection the restarted hub closed).
             try:
-                assert alice.request("GET", f"/user/{USER1}/api/status")[0] == 200
+                status = alice.request("GET", f"/user/{USER1}/api/status")[0]
             except aiohttp.ServerDisconnectedError:
                 return False
+            assert status == 200, (status, vm.ssh(f"journalctl -u {unit} -o cat --no-pager")
+                                   .stdout[-3000:])
             return is_active(vm, f"notebook-{USER2}.service") != "active"
         wait_for("the culler to stop bob's idle server", bob_culled, timeout=400, every=5)
         journal = vm.ssh(f"journalctl -u {unit} -o cat --no-pager").stdout
