@@ -222,6 +222,7 @@ class Spawner:
         await self._in_thread_to_the_end(rundir.prepare_directory, server.paths, owner.uid,
                                          owner.gid, server.token)
         await self._grant(server)
+        server.hub_oauth = hubenv.speaks_hub_oauth(self._profile(server).command)
         props = units.unit_properties(self.cfg, self._profile(server), owner, server.paths,
                                       server.url, self.hub_url, server.name)
         server.progress.emit(20, "Starting the server as a systemd unit")
@@ -379,6 +380,8 @@ class Spawner:
         if state.running:
             self.queue.reserve(server.unit, self._profile(server).memory)
             await self._grant(server)
+            server.hub_oauth = units.started_with_hub_oauth(
+                await self.systemd.unit_property(server.unit, SERVICE, "Environment"))
         if state.running and await self._answers(server):
             server.upstream = self._upstream(server)
             server.cgroup = await self.systemd.unit_property(server.unit, SERVICE, "ControlGroup")
@@ -453,16 +456,14 @@ class Spawner:
         """Whether Jupyter answers on the server's socket. jupyterhub-singleuser is asked
         without the token: it would check it with the hub, which may not listen yet (a
         restart adopting servers before it binds its socket)."""
-        oauth = hubenv.speaks_hub_oauth(self._profile(server).command)
         return await probe(server.paths.socket, server.url + "api",
-                           None if oauth else server.token)
+                           None if server.hub_oauth else server.token)
 
     def _upstream(self, server: Server) -> Upstream:
         """The relay to a ready server; jupyterhub-singleuser gets the browser's own
         Authorization (it logs browsers in itself), any other server the hub's token."""
         return Upstream(str(server.paths.socket), server.token, self.cfg.proxy,
-                        relay_authorization=hubenv.speaks_hub_oauth(
-                            self._profile(server).command))
+                        relay_authorization=server.hub_oauth)
 
     def _server_token(self, server: Server) -> str:
         """The server's token (rundir.server_token: a restarted hub derives it again)."""

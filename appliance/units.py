@@ -39,6 +39,10 @@ SERVER_NICE = 5
 #: - jedi, unless the profile has `jedi`: IPython completes on its own without it;
 #: - gi, always: send2trash trashes files without GLib just as well.
 STANDINS = Path(__file__).with_name("standins")
+#: In the environment of a jupyterhub-singleuser server (jupyter_config.py reads it; the
+#: hub reads it back from an adopted unit: how the server was started, whatever the config
+#: says now).
+HUB_OAUTH_VARIABLE = "APPLIANCE_HUB_OAUTH"
 #: What a URL path segment keeps unquoted (RFC 3986 pchar): the proxy's normalised paths and
 #: servers' base URLs quote alike, so they match.
 SEGMENT_SAFE = ":@!$&'()*+,;=-._~"
@@ -133,7 +137,7 @@ def environment(profile: Profile, owner: Owner, paths: ServerPaths, url: str,
     if hubenv.speaks_hub_oauth(profile.command):
         # jupyterhub-singleuser logs browsers in through the hub's OAuth and checks tokens
         # with the hub itself: jupyter_config.py then leaves its token and password alone.
-        env["APPLIANCE_HUB_OAUTH"] = "1"
+        env[HUB_OAUTH_VARIABLE] = "1"
     if private_tmp:
         # Kernels talk to their server over UNIX sockets in the unit's own /tmp instead of
         # TCP ports on 127.0.0.1: with 220 kernels starting at once, jupyter_client's
@@ -260,3 +264,8 @@ def address_ranges(networks: tuple[str, ...]) -> list[list]:
         family = socket.AF_INET if net.version == 4 else socket.AF_INET6
         ranges.append([int(family), net.network_address.packed, net.prefixlen])
     return ranges
+
+
+def started_with_hub_oauth(environment: list[str]) -> bool:
+    """Whether a unit's Environment= (as systemd reports it) is a jupyterhub-singleuser's."""
+    return f"{HUB_OAUTH_VARIABLE}=1" in environment

@@ -63,6 +63,9 @@ class Server:
     upstream: Upstream | None = None
     #: The frozen profile it was (or will be) started with.
     profile: Profile | None = None
+    #: jupyterhub-singleuser, which logs its browsers in itself (as started: an adopted
+    #: server's is read back from its unit, not from today's profile).
+    hub_oauth: bool = False
     progress: Progress = field(default_factory=Progress)
     task: asyncio.Task | None = None
     exit_task: asyncio.Task | None = None

@@ -178,3 +178,16 @@ async def test_a_profiles_named_singleuser_server_beside_a_plain_notebook(
         assert seen[2].startswith(f"/user/{alice.name}/work/oauth_callback?code="), seen
     clients = {t.client for t in await hub.app["store"].list_tokens(alice.name)}
     assert f"jupyterhub-user-{alice.name}-work" in clients, clients
+    await hub.close()
+
+    # A restarted hub whose config no longer has the lab profile adopts both servers as they
+    # were started (read back from their units): the singleuser one still logs its browser
+    # in itself, the notebook still gets the hub's token.
+    hub = await start_hub(hub_config(spawner={"named_servers_limit": 1}))
+    assert hub.app["spawner"].find(alice.name, "work").hub_oauth
+    assert not hub.app["spawner"].find(alice.name).hub_oauth
+    async with Browser(hub) as b:
+        await b.login(alice.name, alice.password)
+        assert await b.execute(alice.name, "6*7") == "42"
+        async with b.request("GET", f"/user/{alice.name}/work/api/status") as r:
+            assert r.status == 403, await r.text()  # no hub token handed to it: its own login

@@ -113,25 +113,32 @@ class Person:
                     events.append(json.loads(line[6:]))
         return events
 
-    def execute(self, code: str, timeout: float = 180) -> dict:
-        """Start a kernel, run code over the proxied websocket, delete the kernel.
+    def execute(self, code: str, timeout: float = 180, headers: dict | None = None) -> dict:
+        """Start a kernel, run code over the proxied websocket, delete the kernel (headers:
+        for every request, e.g. the X-XSRFToken a jupyter_server 2 wants).
 
         Returns {"result": text/plain} or {"error": ename/evalue}, or {"died": state} when
         the kernel dies or restarts, or {"timeout": True} when nothing came back in time.
         """
-        kernel = self.json("POST", f"/user/{self.name}/api/kernels", json={})
+        headers = headers or {}
+        kernel = self.json("POST", f"/user/{self.name}/api/kernels", json={}, headers=headers)
         try:
             return self.loop.run(asyncio.wait_for(
-                self._run_on_kernel(kernel["id"], code), timeout))
+                self._run_on_kernel(kernel["id"], code, headers), timeout))
         except asyncio.TimeoutError:
             return {"timeout": True}
         finally:
-            self.request("DELETE", f"/user/{self.name}/api/kernels/{kernel['id']}")
+            self.request("DELETE", f"/user/{self.name}/api/kernels/{kernel['id']}",
+                         headers=headers)
 
-    async def _run_on_kernel(self, kernel_id: str, code: str) -> dict:
+    def cookie(self, name: str) -> str:
+        """A cookie's value from the jar ("" when there is none)."""
+        return next((c.value for c in self.session.cookie_jar if c.key == name), "")
+
+    async def _run_on_kernel(self, kernel_id: str, code: str, headers: dict) -> dict:
         msg_id = uuid.uuid4().hex
         url = self.base + f"/user/{self.name}/api/kernels/{kernel_id}/channels"
-        async with self.session.ws_connect(url, max_msg_size=0) as ws:
+        async with self.session.ws_connect(url, max_msg_size=0, headers=headers) as ws:
             await ws.send_json(execute_request(msg_id, code))
             async for msg in ws:
                 reply = json.loads(msg.data)

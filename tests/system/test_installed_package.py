@@ -650,6 +650,49 @@ def test_a_hub_oauth_service_on_the_installed_hub(vm, people, state, tmp_path):
     assert wait_for("the hub to be active", lambda: is_active(vm, HUB) == "active")
 
 
+def test_jupyterhub_singleuser_with_lab_on_the_installed_hub(vm, loop, state, tmp_path):
+    """8d. jupyterhub-singleuser with JupyterLab 4 (PyPI, a venv copied into the guest) as a
+    profile's command on the installed hub: the server logs its browser in through the
+    hub's OAuth by itself, Lab's page loads through the proxy, a cell runs over the proxied
+    kernel websocket, and the hub has the server's activity."""
+    need(state, "installed")
+    venv = pypi_venv(vm, "singleuser", tmp_path)
+    name = "dave"
+    vm.ssh(f"useradd -m -s /bin/bash {name}")
+    dave = Person(loop, vm.hub_url, name, f"pw-{name}-Xy7!")
+    vm.ssh("chpasswd", input=f"{name}:{dave.password}\n")
+    vm.ssh(f"cp -p {CONFIG} /root/appliance.toml.before")
+    # Lab's first start under the guest's software emulation is slow: more than 120 s.
+    vm.ssh(f"sed -i 's/^start_timeout = .*/start_timeout = \"600s\"/' {CONFIG}")
+    vm.ssh(f"cat >> {CONFIG}", input=(
+        f'\n[profiles.lab]\ndescription = "JupyterLab 4"\ndefault = true\n'
+        f'command = ["{venv}/bin/jupyterhub-singleuser"]\ndefault_url = "/lab"\n'))
+    try:
+        vm.ssh(f"systemctl restart {HUB}")
+        assert wait_for("the hub to be active", lambda: is_active(vm, HUB) == "active")
+        dave.login()
+        events = dave.start_server()
+        assert events[-1].get("ready") is True, (events, vm.ssh(
+            f"journalctl -u notebook-{name} -o cat --no-pager", check=False).stdout[-3000:])
+        status, body, seen = visit_service(dave, f"/user/{name}/lab")
+        assert status == 200 and "JupyterLab" in body, (status, body[:500], seen)
+        assert any(p.startswith("/hub/api/oauth2/authorize") for p in seen), seen
+        assert any(p.startswith(f"/user/{name}/oauth_callback") for p in seen), seen
+        xsrf = dave.cookie("_xsrf")
+        assert xsrf, "Lab's page set no _xsrf cookie"
+        assert dave.execute("6*7", timeout=300, headers={"X-XSRFToken": xsrf}) == {
+            "result": "42"}
+        model = dave.json("GET", f"/hub/api/users/{name}")
+        assert model["servers"][""]["last_activity"], model
+        status, _ = dave.request("DELETE", f"/hub/api/users/{name}/server")
+        assert status in (202, 204)
+    finally:
+        dave.close()
+        vm.ssh(f"cp -p /root/appliance.toml.before {CONFIG}")
+        vm.ssh(f"systemctl restart {HUB}")
+    assert wait_for("the hub to be active", lambda: is_active(vm, HUB) == "active")
+
+
 def visit_service(person, path: str) -> tuple[int, str, list[str]]:
     """Open path and follow redirects as a browser does, pressing Authorize on the hub's
     confirmation page when it shows; the last status, body and the paths passed."""

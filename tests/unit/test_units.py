@@ -75,6 +75,9 @@ def test_jupyterhub_singleuser_logs_its_browsers_in_itself(tmp_path):
     cfg = config.load(path)
     env = dict(e.split("=", 1) for e in props(cfg)["Environment"][1])
     assert env["APPLIANCE_HUB_OAUTH"] == "1"
+    # What an adopted unit's Environment= says, whatever the config says by then.
+    assert units.started_with_hub_oauth(props(cfg)["Environment"][1])
+    assert not units.started_with_hub_oauth(props()["Environment"][1])
 
 
 def test_a_profile_sets_size_stack_and_first_page(tmp_path):
