@@ -70,10 +70,16 @@ class Spawner:
         """Every ACTIVITY_SECONDS, write the running servers' last activity to the store."""
         while True:
             await asyncio.sleep(ACTIVITY_SECONDS)
-            for server in self.running():
-                await self.store.save_server(server.record())
-                if server.last_activity:
-                    await self.store.touch_user(server.user, server.last_activity)
+            await self.save_activity()
+
+    async def save_activity(self) -> None:
+        """Write the running servers' last activity to the store (also as the hub stops: a
+        restarted hub's culler must not take a server in use for one idle since the last
+        round)."""
+        for server in self.running():
+            await self.store.save_server(server.record())
+            if server.last_activity:
+                await self.store.touch_user(server.user, server.last_activity)
 
     def oom_counted(self, server: Server, count: int) -> None:
         """A new oom_kill reading: a rise means a process (usually a kernel) was killed."""
@@ -416,9 +422,14 @@ class Spawner:
                 self._on_unit_change(server.unit, {"ActiveState": state.active_state})
 
     async def close(self) -> None:
-        """Hub shutdown: servers keep running in their own units; only relays are closed."""
+        """Hub shutdown: servers keep running in their own units; only relays are closed,
+        and what they saw of the servers' activity is kept."""
         for task in self._tasks:
             task.cancel()
+        try:
+            await self.save_activity()
+        except Exception:  # the store gone already: the last round's figures stay
+            log.exception("could not save the servers' activity at shutdown")
         self.queue.close()
         for server in self.servers.values():
             for task in (server.task, server.exit_task):

@@ -131,12 +131,18 @@ async def test_api_token_spawn_and_restart_adopts_without_respawn(start_hub, hub
             model = await r.json()
         assert model["name"] == alice.name and model["server"] == f"/user/{alice.name}/"
         assert model["servers"][""]["ready"] is True
+        await asyncio.sleep(0.1)  # in use a moment after it was ready
+        async with api.request("GET", f"/user/{alice.name}/api/status") as r:
+            assert r.status == 200
+    used = hub1.app["spawner"].get(alice.name).last_activity
     systemd = hub1.app["spawner"].systemd
     pid = await systemd.unit_property(unit, SERVICE, "MainPID")
     invocation = await systemd.unit_property(unit, UNIT, "InvocationID")
     await hub1.close()
 
     hub2 = await start_hub(cfg)
+    # What the proxy saw last before the restart is kept (the culler's idle time).
+    assert hub2.app["spawner"].get(alice.name).last_activity == pytest.approx(used, abs=1e-3)
     async with Browser(hub2, token=token) as api:
         async with api.request("GET", f"/user/{alice.name}/api/status") as r:
             assert r.status == 200, await r.text()
