@@ -99,16 +99,18 @@ class Person:
             "next": "/hub/home"})
         assert status in (302, 303), f"login as {self.name}: {status} {body[:500]}"
 
-    def start_server(self) -> list[dict]:
-        """Ask for the server and follow the progress stream to its last event."""
+    def start_server(self, timeout: float = SLOW.total) -> list[dict]:
+        """Ask for the server and follow the progress stream to its last event (for up to
+        timeout seconds: longer than the session's for a slow server)."""
         status, body = self.request("POST", f"/hub/api/users/{self.name}/server")
         assert status in (201, 202), f"start {self.name}: {status} {body[:500]}"
-        return self.loop.run(self._progress())
+        return self.loop.run(self._progress(timeout))
 
-    async def _progress(self) -> list[dict]:
+    async def _progress(self, timeout: float) -> list[dict]:
         events = []
         path = f"/hub/api/users/{self.name}/server/progress"
-        async with self.session.get(self.base + path) as r:
+        async with self.session.get(self.base + path,
+                                    timeout=aiohttp.ClientTimeout(total=timeout)) as r:
             assert r.status == 200, await r.text()
             async for line in r.content:
                 if line.startswith(b"data: "):
