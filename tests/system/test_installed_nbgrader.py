@@ -124,7 +124,7 @@ def test_course_as_the_readme_sets_it_up(vm, people, state):
 
 def test_formgrader_is_for_the_staff_only(vm, people, state):
     """3. The instructor opens the formgrader through the hub's OAuth (its confirmation page);
-    the outsider gets 403."""
+    the outsider gets 403. The student logs in (a hub user, to be enrolled)."""
     need(state, "course")
     teacher, outsider = people[INSTRUCTOR], people[OUTSIDER]
     teacher.login()
@@ -135,6 +135,9 @@ def test_formgrader_is_for_the_staff_only(vm, people, state):
     outsider.login()
     status, body, seen = visit_service(outsider, FORMGRADER)
     assert status == 403, (status, body[:500], seen)
+    # The student logs in before they are enrolled: nbgrader puts hub users in the course's
+    # group (JupyterHub's 400 "No such user" for anyone else).
+    people[STUDENT].login()
     state["formgrader"] = True
 
 
@@ -147,7 +150,7 @@ def test_enrol_create_generate_release(vm, people, state):
                           headers=xsrf(teacher), prefix=FORMGRADER)
     assert out.get("result", "").startswith("(0,"), (out, journals(vm, UNIT))
     group = teacher.json("GET", f"/hub/api/groups/nbgrader-{COURSE}", headers=state["admin"])
-    assert STUDENT in group["users"], group
+    assert STUDENT in group["users"], (group, out)
     api = f"{FORMGRADER}formgrader/api/assignment/ps1"
     teacher.json("PUT", api, json={}, headers=xsrf(teacher))
     teacher.json("PUT", f"{FORMGRADER}api/contents/{COURSE}/source/ps1/problem1.ipynb",
@@ -164,7 +167,6 @@ def test_student_lists_fetches_answers_submits(vm, people, state):
     course's assignment listed, fetched, answered and submitted."""
     need(state, "released")
     pupil = people[STUDENT]
-    pupil.login()
     events = pupil.start_server(timeout=START)
     assert events and events[-1].get("ready") is True, (
         events, journals(vm, f"notebook-{STUDENT}.service"))
