@@ -27,6 +27,8 @@ import aiohttp
 import pytest
 
 from appliance import serviceunits, units
+from tests import nbgrader_course
+from tests.nbgrader_course import ANSWER, NOTEBOOK, SERVER_ROLE
 
 from .browser import Browser
 from .conftest import cli
@@ -35,79 +37,14 @@ from .test_hub_oauth import free_port, visit, wait_listening
 TOOLS = os.environ.get("APPLIANCE_PYPI_TOOLS", "")
 VENV = Path(TOOLS) / "nbgrader"
 SINGLEUSER = VENV / "bin/jupyterhub-singleuser"
-EXCHANGE = Path("/srv/nbgrader/exchange")
-GLOBAL_CONFIG = Path("/etc/jupyter/nbgrader_config.py")
+EXCHANGE = Path(nbgrader_course.EXCHANGE)
+GLOBAL_CONFIG = Path(nbgrader_course.GLOBAL_CONFIG)
 SPAWN_TIMEOUT = 180
 
 pytestmark = [pytest.mark.systemd, pytest.mark.pam, pytest.mark.skipif(
     not TOOLS or not SINGLEUSER.exists(),
     reason="no nbgrader venv in APPLIANCE_PYPI_TOOLS: run tests/run, which builds it with "
            "tests/infra/pypi-tools.sh")]
-
-#: /etc/jupyter/nbgrader_config.py, every account's (nbgrader's docs, "JupyterHub
-#: Authentication"): courses from the hub's groups, one exchange subdirectory per course.
-GLOBAL_NBGRADER_CONFIG = f"""\
-from nbgrader.auth import JupyterHubAuthPlugin
-c = get_config()
-c.Exchange.path_includes_course = True
-c.Exchange.root = "{EXCHANGE}"
-c.Authenticator.plugin_class = JupyterHubAuthPlugin
-"""
-
-#: An assignment as the create-assignment extension leaves it: a solution cell and a locked
-#: autograded test cell worth 2 points.
-SOLUTION = ("def squares(n):\n    ### BEGIN SOLUTION\n"
-            "    return [i * i for i in range(1, n + 1)]\n    ### END SOLUTION")
-TESTS = "assert squares(3) == [1, 4, 9]"
-ANSWER = "def squares(n):\n    return [i ** 2 for i in range(1, n + 1)]"
-
-
-def cell(source: str, grade_id: str, solution: bool, points: int = 0) -> dict:
-    nbgrader = {"grade": bool(points), "grade_id": grade_id, "locked": not solution,
-                "schema_version": 3, "solution": solution, "task": False}
-    if points:
-        nbgrader["points"] = points
-    return {"cell_type": "code", "execution_count": None, "outputs": [], "source": source,
-            "metadata": {"nbgrader": nbgrader}}
-
-
-NOTEBOOK = {"nbformat": 4, "nbformat_minor": 5, "cells": [
-    cell(SOLUTION, "squares", solution=True), cell(TESTS, "test_squares", False, points=2)],
-    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                "language": "python"}, "language_info": {"name": "python"}}}
-
-
-def course_tables(course: str, grader: str, port: int) -> dict:
-    """The README's tables for one course: its formgrader service, who may open it (and
-    find it: the course list asks for the services), and what the formgrader's own token
-    does (read its account's groups; keep the hub group nbgrader-<course> of its students,
-    as `nbgrader db student add` does through JupyterHubAuthPlugin)."""
-    students = f"nbgrader-{course}"
-    return {
-        f"services.{course}": {
-            "command": [str(SINGLEUSER)], "url": f"http://127.0.0.1:{port}", "oauth": True,
-            "user": grader, "cwd": f"/home/{grader}"},
-        # nbgrader runs its venv's commands (alembic) from PATH.
-        f"services.{course}.environment": {"JUPYTERHUB_DEFAULT_URL": "/formgrader",
-                                           "PATH": f"{VENV}/bin:/usr/local/bin:/usr/bin:/bin"},
-        f"roles.formgrade-{course}": {
-            "scopes": [f"access:services!service={course}", "list:services",
-                       f"read:services!service={course}"],
-            "groups": [f"formgrade-{course}"]},
-        f"roles.{course}-formgrader": {
-            # Its account's courses (it is staff: formgrade-<course>), and the students'.
-            "scopes": [f"read:users:groups!user={grader}",
-                       f"list:groups!group={students}", f"read:groups!group={students}",
-                       f"admin:groups!group={students}", f"groups!group={students}"],
-            "services": [course]},
-    }
-
-
-#: Every server's token: its own things as JupyterHub's server role, and reading its user's
-#: groups and the services (nbgrader's course and assignment lists), as far as its user may.
-SERVER_ROLE = {"scopes": ["users:activity!user", "access:servers!server",
-                          "read:users:groups!user", "list:services", "read:services"]}
-
 
 def journal(unit: str, lines: int = 80) -> str:
     return subprocess.run(["journalctl", "--no-pager", "-o", "cat", "-n", str(lines), "-u",
@@ -128,7 +65,7 @@ def nbgrader_system():
     exchange, writable by all (nbgrader's docs: chmod ugo+rw), sticky; removed afterwards."""
     assert not GLOBAL_CONFIG.exists() and not EXCHANGE.exists(), "left over from elsewhere"
     GLOBAL_CONFIG.parent.mkdir(parents=True, exist_ok=True)
-    GLOBAL_CONFIG.write_text(GLOBAL_NBGRADER_CONFIG)
+    GLOBAL_CONFIG.write_text(nbgrader_course.GLOBAL_NBGRADER_CONFIG)
     EXCHANGE.mkdir(parents=True)
     EXCHANGE.chmod(0o1777)
     yield
@@ -208,19 +145,19 @@ async def test_two_courses_release_fetch_submit_collect_autograde(
     grader2 = make_user(groups=f"formgrade-{c2}")
     instructor = make_user(groups=f"formgrade-{c1}")
     student, outsider = make_user(), make_user()
-    for grader, course in ((grader1, c1), (grader2, c2)):
+    for grader, cid in ((grader1, c1), (grader2, c2)):
         write_as(grader.name, Path(f"/home/{grader.name}/.jupyter/nbgrader_config.py"),
-                 f"c = get_config()\nc.CourseDirectory.root = '/home/{grader.name}/{course}'\n"
-                 f"c.CourseDirectory.course_id = '{course}'\n")
-        (Path(f"/home/{grader.name}") / course).mkdir()
-        shutil.chown(Path(f"/home/{grader.name}") / course, grader.name, grader.name)
+                 nbgrader_course.grader_config(grader.name, cid))
+        (Path(f"/home/{grader.name}") / cid).mkdir()
+        shutil.chown(Path(f"/home/{grader.name}") / cid, grader.name, grader.name)
     admin = make_user()
     ports = free_port(), free_port()
     cfg = hub_config(
         auth={"sync_groups": [f"formgrade-{c1}", f"formgrade-{c2}"], "admin_users": [admin.name]},
         spawner={"command": [str(SINGLEUSER)],
                  "shared_paths": ["/srv/data", str(EXCHANGE)]},
-        **course_tables(c1, grader1.name, ports[0]), **course_tables(c2, grader2.name, ports[1]),
+        **nbgrader_course.course_tables(c1, grader1.name, ports[0], str(VENV)),
+        **nbgrader_course.course_tables(c2, grader2.name, ports[1], str(VENV)),
         **{"roles.server": SERVER_ROLE})
     hub = await start_hub(cfg)
     people = {u.name: Person(hub, u) for u in (instructor, student, outsider)}
@@ -265,12 +202,7 @@ async def scenario(hub, c1, c2, teacher: Person, pupil: Person, other: Person) -
     assert status == 403, (status, body[:300])
     # Enrol the student as nbgrader's docs say (`nbgrader db student add`, here in a kernel
     # of the formgrader): JupyterHubAuthPlugin puts them in the hub group nbgrader-<c1>.
-    out = await run_code(teacher, fg, (
-        "import subprocess\n"
-        "import sys\n"
-        f"p = subprocess.run([sys.executable, '-m', 'nbgrader', 'db', 'student', 'add', "
-        f"'{pupil.user.name}'], "
-        "capture_output=True, text=True)\n(p.returncode, p.stderr[-1500:])"))
+    out = await run_code(teacher, fg, nbgrader_course.student_add(pupil.user.name))
     assert out.startswith("(0,"), out
     assert pupil.user.name in hub.app["groups"].get(f"nbgrader-{c1}").users
     # Create the assignment, put its notebook in, generate and release it.

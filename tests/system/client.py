@@ -5,7 +5,9 @@ loop shared by the module's tests, and every call runs to completion on it.
 """
 
 import asyncio
+import html
 import json
+import re
 import uuid
 
 import aiohttp
@@ -97,47 +99,52 @@ class Person:
             "next": "/hub/home"})
         assert status in (302, 303), f"login as {self.name}: {status} {body[:500]}"
 
-    def start_server(self) -> list[dict]:
-        """Ask for the server and follow the progress stream to its last event."""
+    def start_server(self, timeout: float = SLOW.total) -> list[dict]:
+        """Ask for the server and follow the progress stream to its last event (for up to
+        timeout seconds: longer than the session's for a slow server)."""
         status, body = self.request("POST", f"/hub/api/users/{self.name}/server")
         assert status in (201, 202), f"start {self.name}: {status} {body[:500]}"
-        return self.loop.run(self._progress())
+        return self.loop.run(self._progress(timeout))
 
-    async def _progress(self) -> list[dict]:
+    async def _progress(self, timeout: float) -> list[dict]:
         events = []
         path = f"/hub/api/users/{self.name}/server/progress"
-        async with self.session.get(self.base + path) as r:
+        async with self.session.get(self.base + path,
+                                    timeout=aiohttp.ClientTimeout(total=timeout)) as r:
             assert r.status == 200, await r.text()
             async for line in r.content:
                 if line.startswith(b"data: "):
                     events.append(json.loads(line[6:]))
         return events
 
-    def execute(self, code: str, timeout: float = 180, headers: dict | None = None) -> dict:
+    def execute(self, code: str, timeout: float = 180, headers: dict | None = None,
+                prefix: str = "") -> dict:
         """Start a kernel, run code over the proxied websocket, delete the kernel (headers:
-        for every request, e.g. the X-XSRFToken a jupyter_server 2 wants).
+        for every request, e.g. the X-XSRFToken a jupyter_server 2 wants; prefix: the
+        server's, "/user/<name>/" by default, or a service's "/services/<name>/").
 
         Returns {"result": text/plain} or {"error": ename/evalue}, or {"died": state} when
         the kernel dies or restarts, or {"timeout": True} when nothing came back in time.
         """
         headers = headers or {}
-        kernel = self.json("POST", f"/user/{self.name}/api/kernels", json={}, headers=headers)
+        prefix = prefix or f"/user/{self.name}/"
+        kernel = self.json("POST", f"{prefix}api/kernels", json={}, headers=headers)
         try:
             return self.loop.run(asyncio.wait_for(
-                self._run_on_kernel(kernel["id"], code, headers), timeout))
+                self._run_on_kernel(prefix, kernel["id"], code, headers), timeout))
         except asyncio.TimeoutError:
             return {"timeout": True}
         finally:
-            self.request("DELETE", f"/user/{self.name}/api/kernels/{kernel['id']}",
-                         headers=headers)
+            self.request("DELETE", f"{prefix}api/kernels/{kernel['id']}", headers=headers)
 
     def cookie(self, name: str) -> str:
         """A cookie's value from the jar ("" when there is none)."""
         return next((c.value for c in self.session.cookie_jar if c.key == name), "")
 
-    async def _run_on_kernel(self, kernel_id: str, code: str, headers: dict) -> dict:
+    async def _run_on_kernel(self, prefix: str, kernel_id: str, code: str,
+                             headers: dict) -> dict:
         msg_id = uuid.uuid4().hex
-        url = self.base + f"/user/{self.name}/api/kernels/{kernel_id}/channels"
+        url = self.base + f"{prefix}api/kernels/{kernel_id}/channels"
         async with self.session.ws_connect(url, max_msg_size=0, headers=headers) as ws:
             await ws.send_json(execute_request(msg_id, code))
             async for msg in ws:
@@ -165,3 +172,23 @@ def execute_request(msg_id: str, code: str) -> dict:
         "content": {"code": code, "silent": False, "store_history": False,
                     "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
     }
+
+
+def visit_service(person, path: str) -> tuple[int, str, list[str]]:
+    """Open path and follow redirects as a browser does, pressing Authorize on the hub's
+    confirmation page when it shows; the last status, body and the paths passed."""
+    seen: list[str] = []
+    method, data = "GET", None
+    for _ in range(12):
+        seen.append(path)
+        status, body = person.request(method, path, data=data)
+        method, data = "GET", None
+        if status in (301, 302, 303, 307):
+            path = person.last_location
+        elif status == 200 and 'id="oauth-authorize"' in body:
+            path = html.unescape(re.search(r'action="([^"]+)" id="oauth-authorize"',
+                                           body).group(1))
+            method, data = "POST", {"_xsrf": person.xsrf}
+        else:
+            return status, body, seen
+    raise AssertionError(f"redirect loop: {seen}")

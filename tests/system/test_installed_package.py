@@ -7,10 +7,8 @@ software emulation) and nothing here asserts on timings.
 
 import ast
 import asyncio
-import html
 import json
 import re
-import subprocess
 import time
 import tomllib
 from pathlib import Path
@@ -18,31 +16,18 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.system.client import Person
+from tests.system.client import Person, visit_service
+from tests.system.guest import CONFIG, HUB, fetch_in_vm, is_active, need, pypi_venv, wait_for
 
 USER1, USER2, INSTRUCTOR = "alice", "bob", "carol"
 DATA_FILE = "/srv/data/syllabus.txt"
 DATA_TEXT = "week 1: numpy"
-CONFIG = "/etc/notebook-appliance/appliance.toml"
-HUB = "notebook-appliance"
-
-
-def need(state: dict, *steps: str) -> None:
-    """Skip unless every named earlier step succeeded."""
-    for step in steps:
-        if not state.get(step):
-            pytest.skip(f"needs the earlier step {step!r}, which did not succeed")
 
 
 def show(vm, unit: str, *props: str) -> dict[str, str]:
     """`systemctl show -p ...` of a unit in the VM, as a dict."""
     out = vm.ssh(f"systemctl show {unit} -p {','.join(props)}").stdout
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-
-
-def is_active(vm, unit: str) -> str:
-    """What `systemctl is-active` says about a unit in the VM."""
-    return vm.ssh(f"systemctl is-active {unit}", check=False).stdout.strip()
 
 
 def size_bytes(text: str) -> int:
@@ -55,17 +40,6 @@ def timespan_usec(text: str) -> int:
     """systemd's printed time span ("1s", "500ms", "1s 500ms") in microseconds."""
     scale = {"us": 1, "ms": 1000, "s": 10**6, "min": 60 * 10**6}
     return round(sum(float(n) * scale[u] for n, u in re.findall(r"([\d.]+)(min|ms|us|s)", text)))
-
-
-def wait_for(what: str, check, timeout: float = 120, every: float = 2):
-    """Poll check() until it returns something true; fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(every)
 
 
 @pytest.fixture(scope="module")
@@ -468,15 +442,6 @@ def test_watchdog_restarts_a_frozen_hub(vm, people, state):
         "GET", f"/user/{USER1}/api/status")[0] == 200, timeout=120)
 
 
-def fetch_in_vm(url: str) -> str:
-    """A shell command that GETs url inside the VM and prints its status and body."""
-    return ("python3 -c 'import sys, urllib.request, urllib.error\n"
-            "try:\n r = urllib.request.urlopen(sys.argv[1], timeout=10)\n"
-            "except urllib.error.HTTPError as e:\n r = e\n"
-            "except OSError:\n print(0); sys.exit()\n"
-            f"print(r.status); print(r.read().decode())' {url}")
-
-
 def test_a_managed_service_from_the_installed_package(vm, state):
     """7c. A JupyterHub service in the config, as a sysadmin adds one: the installed hub runs
     it in its slice with JupyterHub's environment (the API on loopback, where the socket
@@ -543,19 +508,6 @@ def test_upgrade_keeps_server_and_config(vm, loop, people, upgrade_deb, state):
     assert vm.ssh(f"grep -x 'session_max_age = \"7d\"' {CONFIG}", check=False).returncode == 0
     assert alice.request("GET", f"/user/{USER1}/api/status")[0] == 200
     assert errors == []
-
-
-def pypi_venv(vm, name: str, tmp_path: Path) -> Path:
-    """A venv of the container tier's PyPI tools (tests/infra/pypi-tools.sh, built or reused
-    with Debian 12's python3.11, the guest's too), copied into the guest at the same path."""
-    out = subprocess.run([str(Path(__file__).parents[1] / "infra" / "pypi-tools.sh")],
-                         stdout=subprocess.PIPE, text=True, check=True)
-    venv = Path(out.stdout.strip().splitlines()[-1]) / name
-    archive = tmp_path / f"{name}.tar.gz"
-    subprocess.run(["tar", "-C", "/", "-czf", str(archive), str(venv).lstrip("/")], check=True)
-    vm.copy_in(archive, f"/root/{archive.name}")
-    vm.ssh(f"tar -C / -xzf /root/{archive.name} && rm /root/{archive.name}")
-    return venv
 
 
 def test_the_real_idle_culler_against_the_installed_hub(vm, people, state, tmp_path):
@@ -691,26 +643,6 @@ def test_jupyterhub_singleuser_with_lab_on_the_installed_hub(vm, loop, state, tm
         vm.ssh(f"cp -p /root/appliance.toml.before {CONFIG}")
         vm.ssh(f"systemctl restart {HUB}")
     assert wait_for("the hub to be active", lambda: is_active(vm, HUB) == "active")
-
-
-def visit_service(person, path: str) -> tuple[int, str, list[str]]:
-    """Open path and follow redirects as a browser does, pressing Authorize on the hub's
-    confirmation page when it shows; the last status, body and the paths passed."""
-    seen: list[str] = []
-    method, data = "GET", None
-    for _ in range(12):
-        seen.append(path)
-        status, body = person.request(method, path, data=data)
-        method, data = "GET", None
-        if status in (301, 302, 303, 307):
-            path = person.last_location
-        elif status == 200 and 'id="oauth-authorize"' in body:
-            path = html.unescape(re.search(r'action="([^"]+)" id="oauth-authorize"',
-                                           body).group(1))
-            method, data = "POST", {"_xsrf": person.xsrf}
-        else:
-            return status, body, seen
-    raise AssertionError(f"redirect loop: {seen}")
 
 
 async def bare_request(base: str, path: str, headers: dict) -> tuple[int, str]:
