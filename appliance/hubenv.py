@@ -73,27 +73,39 @@ def access_scopes(user: str, server: str = "") -> list[str]:
     return [server_access_scope(user, server), f"access:servers!user={user}"]
 
 
-def environment(user: str, server: str, prefix: str, hub_url: str) -> dict[str, str]:
-    """The JUPYTERHUB_* variables of Spawner.get_env (jupyterhub/spawner.py), for the server
-    at prefix (/user/<name>/[<server>/]) of a hub whose servers reach it at hub_url; all but
-    the token, which is no variable of the unit."""
-    api_url = hub_url.rstrip("/") + "/hub/api"
-    scopes = json.dumps(access_scopes(user, server))
+def oauth_client_environment(client_id: str, prefix: str,
+                             access: list[str]) -> dict[str, str]:
+    """What JupyterHub tells an OAuth client of the hub, a server (Spawner.get_env) or a
+    service (Service.start) alike: its id, where the browser comes back (under prefix), and
+    who may use it (access)."""
+    scopes = json.dumps(access)
     return {
-        "JUPYTERHUB_CLIENT_ID": server_client_id(user, server),
+        "JUPYTERHUB_CLIENT_ID": client_id,
         # Empty: the hub's pages are on the same origin as the servers (no subdomains).
         "JUPYTERHUB_HOST": "",
-        "JUPYTERHUB_COOKIE_HOST_PREFIX_ENABLED": "0",
         "JUPYTERHUB_OAUTH_CALLBACK_URL": prefix + "oauth_callback",
         # JUPYTERHUB_OAUTH_SCOPES is the name before JupyterHub 3; both are set, as there.
         "JUPYTERHUB_OAUTH_SCOPES": scopes,
         "JUPYTERHUB_OAUTH_ACCESS_SCOPES": scopes,
         "JUPYTERHUB_OAUTH_CLIENT_ALLOWED_SCOPES": json.dumps([]),
+        "JUPYTERHUB_COOKIE_HOST_PREFIX_ENABLED": "0",
+        # hub.base_url ("/hub/") without "hub/".
+        "JUPYTERHUB_BASE_URL": "/",
+    }
+
+
+def environment(user: str, server: str, prefix: str, hub_url: str) -> dict[str, str]:
+    """The JUPYTERHUB_* variables of Spawner.get_env (jupyterhub/spawner.py), for the server
+    at prefix (/user/<name>/[<server>/]) of a hub whose servers reach it at hub_url; all but
+    the token, which is no variable of the unit."""
+    api_url = hub_url.rstrip("/") + "/hub/api"
+    return {
+        **oauth_client_environment(server_client_id(user, server), prefix,
+                                   access_scopes(user, server)),
         "JUPYTERHUB_USER": user,
         "JUPYTERHUB_SERVER_NAME": server,
         "JUPYTERHUB_API_URL": api_url,
         "JUPYTERHUB_ACTIVITY_URL": f"{api_url}/users/{quote(user, safe='')}/activity",
-        "JUPYTERHUB_BASE_URL": "/",
         "JUPYTERHUB_SERVICE_PREFIX": prefix,
         "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{JUPYTER_DEFAULT_PORT}{prefix}",
         # No public URL is configured (JupyterHub's public_url): empty, as there.

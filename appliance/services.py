@@ -15,9 +15,8 @@ import logging
 import os
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from appliance import serviceunits
+from appliance import hubenv, serviceunits
 from appliance.config import Config, ProxyConfig, ServiceConfig
 from appliance.errors import SystemdError, UpstreamError
 from appliance.oauth import Clients
@@ -109,7 +108,7 @@ class Services:
         redirect URI are those in its environment (serviceunits.py), its secret its token."""
         if service.oauth:
             self.oauth_clients.register_client(
-                serviceunits.oauth_client_id(name), token,
+                hubenv.service_client_id(name), token,
                 serviceunits.prefix(name) + "oauth_callback", f"Service {name}", service=name)
 
     async def _start(self, unit: str, props: list) -> None:
@@ -170,12 +169,13 @@ class Services:
         same uid), so a check every LISTENER_CHECKED_FOR seconds closes the gap. An external
         service's port is its sysadmin's to guard; a UNIX socket lives in its own directory."""
         service = self.configured.get(name)
-        if service is None or not service.command or not service.url.startswith("http"):
+        address = serviceunits.tcp_address(service.url) if service is not None else None
+        if address is None or not service.command:
             return
         if self._listener_ok.get(name, 0) > time.monotonic():
             return
         loop = asyncio.get_running_loop()
-        port = urlsplit(service.url).port
+        port = address[1]
         # Not running (between a crash and its restart): whoever listens is someone else.
         own, uids = await loop.run_in_executor(None, _owner_and_listeners,
                                                await self.main_pid(name), port)
@@ -200,9 +200,7 @@ def service_upstream(name: str, url: str, proxy: ProxyConfig) -> Upstream:
     label = f"service {name}"
     if url.startswith("unix:"):
         return Upstream(url[len("unix:"):], None, proxy, label=label)
-    host, _, port = url[len("http://"):].rstrip("/").rpartition(":")
-    host = "127.0.0.1" if host == "localhost" else host.strip("[]")
-    return Upstream("", None, proxy, tcp=(host, int(port)), label=label)
+    return Upstream("", None, proxy, tcp=serviceunits.tcp_address(url), label=label)
 
 
 def _owner_and_listeners(pid: int, port: int) -> tuple[int | None, set[int]]:

@@ -12,7 +12,9 @@ systemd.service(5).
 import hashlib
 import json
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from appliance import hubenv
 from appliance.config import ServiceConfig
 from appliance.systemd import Property
 
@@ -48,9 +50,13 @@ def prefix(name: str) -> str:
     return f"/services/{name}/"
 
 
-def oauth_client_id(name: str) -> str:
-    """JupyterHub's default client id of a service."""
-    return f"service-{name}"
+def tcp_address(url: str) -> tuple[str, int] | None:
+    """A service url's loopback (host, port) (config.py allows no other); None for a UNIX
+    socket or no url."""
+    if not url.startswith("http"):
+        return None
+    split = urlsplit(url)
+    return "127.0.0.1" if split.hostname == "localhost" else split.hostname, split.port
 
 
 def environment(name: str, service: ServiceConfig, api_url: str) -> dict[str, str]:
@@ -58,20 +64,12 @@ def environment(name: str, service: ServiceConfig, api_url: str) -> dict[str, st
     environment may override what the hub sets for any process (JupyterHub applies
     Spawner.environment last), but not the service's own name, URL and prefix (Service.start
     sets those over it)."""
-    access = json.dumps(["access:services", f"access:services!service={name}"])
     env = {
         "PATH": SAFE_PATH, "LANG": "C.UTF-8",
         "JUPYTERHUB_API_URL": api_url,
-        "JUPYTERHUB_CLIENT_ID": oauth_client_id(name),
-        # JupyterHub's hub.public_host: "" unless it serves users from their own domain.
-        "JUPYTERHUB_HOST": "",
-        "JUPYTERHUB_OAUTH_CALLBACK_URL": prefix(name) + "oauth_callback",
-        "JUPYTERHUB_OAUTH_SCOPES": access,  # the name before JupyterHub 3, still set
-        "JUPYTERHUB_OAUTH_ACCESS_SCOPES": access,
-        "JUPYTERHUB_OAUTH_CLIENT_ALLOWED_SCOPES": "[]",
-        "JUPYTERHUB_COOKIE_HOST_PREFIX_ENABLED": "0",
-        # hub.base_url ("/hub/") without "hub/".
-        "JUPYTERHUB_BASE_URL": "/",
+        **hubenv.oauth_client_environment(
+            hubenv.service_client_id(name), prefix(name),
+            ["access:services", hubenv.service_access_scope(name)]),
         # Spawner.get_env names the service's `user` (its _MockUser) and no server; tools
         # that run as a user's server would (nbgrader's formgrader) read them.
         "JUPYTERHUB_USER": service.user,

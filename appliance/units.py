@@ -10,9 +10,9 @@ import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
-from appliance import hubenv
+from appliance import hubenv, serviceunits
 from appliance.config import Config
 from appliance.profiles import Profile
 from appliance.systemd import Property, escape_unit_part
@@ -247,13 +247,8 @@ def hardening_properties(cfg: Config, owner: Owner, paths: ServerPaths) -> list[
 
 def reserved_ports(cfg: Config) -> list[int]:
     """The TCP ports no server may bind: the hub's and its services' loopback ones."""
-    ports = {cfg.hub.port}
-    for _, service in cfg.services:
-        if service.url.startswith("http"):
-            port = urlsplit(service.url).port
-            if port:
-                ports.add(port)
-    return sorted(ports)
+    addresses = (serviceunits.tcp_address(service.url) for _, service in cfg.services)
+    return sorted({cfg.hub.port} | {address[1] for address in addresses if address})
 
 
 def address_ranges(networks: tuple[str, ...]) -> list[list]:
